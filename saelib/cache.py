@@ -1,0 +1,159 @@
+"""The artifact cache: every expensive result lives in `artifacts_root()/<kind>/<name>-<hash of its config>/`.
+
+A changed parameter gives a new hash, so a stale artifact is never reused. An artifact is built inside
+`<dir>.partial/` (which a resumable build may use for checkpoints and which survives an interruption), then
+sealed with `cfg.json` and `MANIFEST.json` (size and sha256 of every file) and renamed into place. A folder whose
+manifest is missing or does not match its files is treated as corrupt: it is deleted and rebuilt, never loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from saelib.paths import artifacts_root
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "MANIFEST.json"
+CONFIG = "cfg.json"
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, mappings, sequences, paths and enums as plain JSON values (keys sorted on dump)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, Enum):
+        return obj.value
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot hash a config value of type {type(obj).__name__}: {obj!r}")
+
+
+def config_hash(cfg: Any, length: int = 12) -> str:
+    """Short sha256 of the canonical JSON of `cfg` (a dataclass or a mapping)."""
+    text = json.dumps(to_jsonable(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def artifact_dir(kind: str, name: str, cfg: Any, root: Path | None = None) -> Path:
+    """`root/kind/name-<hash>`; `root` defaults to `artifacts_root()`."""
+    for label, value in (("kind", kind), ("name", name)):
+        if not value or "/" in value or value.startswith("."):
+            raise ValueError(f"{label} must be a plain folder name, got {value!r}")
+    return (root or artifacts_root()) / kind / f"{name}-{config_hash(cfg)}"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename: readers see the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """`atomic_write_bytes` of indented JSON."""
+    atomic_write_bytes(path, (json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n").encode())
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def write_manifest(folder: Path) -> None:
+    """Record the size and sha256 of every file under `folder` in `folder/MANIFEST.json`."""
+    folder = Path(folder)
+    entries = {
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in _files(folder)
+    }
+    atomic_write_json(folder / MANIFEST, entries)
+
+
+def verify_manifest(folder: Path) -> bool:
+    """True when `folder/MANIFEST.json` exists and every file it names is present with its size and sha256."""
+    folder = Path(folder)
+    try:
+        entries = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(entries, dict) or not entries:
+        return False
+    for rel, meta in entries.items():
+        p = folder / rel
+        if not p.is_file() or p.stat().st_size != meta.get("size") or _sha256(p) != meta.get("sha256"):
+            return False
+    return True
+
+
+def partial_dir(final: Path) -> Path:
+    """Where `final` is built before it is sealed; kept after an interruption so that a build can resume."""
+    return final.with_name(final.name + ".partial")
+
+
+def cached_artifact(
+    kind: str,
+    name: str,
+    cfg: Any,
+    build: Callable[[Path], None],
+    *,
+    root: Path | None = None,
+    force: bool = False,
+) -> Path:
+    """Return the sealed artifact folder for `(kind, name, cfg)`, building it with `build(work_dir)` when needed.
+
+    `build` writes its files into `work_dir` (which may hold a previous interrupted attempt's files, e.g.
+    checkpoints). On success the folder gets `cfg.json` and a manifest and is renamed into place; on failure it
+    stays as `<dir>.partial` for the next attempt. A sealed folder that fails verification is rebuilt.
+    """
+    final = artifact_dir(kind, name, cfg, root)
+    if final.exists():
+        if not force and verify_manifest(final):
+            log.debug("cache hit %s", final)
+            return final
+        log.warning("artifact %s is %s; recomputing", final, "forced" if force else "corrupt or incomplete")
+        shutil.rmtree(final)
+    work = partial_dir(final)
+    work.mkdir(parents=True, exist_ok=True)
+    log.info("building %s", final)
+    build(work)
+    atomic_write_json(work / CONFIG, {"kind": kind, "name": name, "config": cfg})
+    write_manifest(work)
+    os.replace(work, final)
+    return final
+
+
+def load_config(folder: Path) -> dict:
+    """The `config` recorded in a sealed artifact's `cfg.json`."""
+    return json.loads((Path(folder) / CONFIG).read_text())["config"]

@@ -1,0 +1,267 @@
+"""S sparse autoencoders of one shape, stacked on a leading seed axis and run with batched matmuls.
+
+Shapes follow SAELens and sparsify: `W_enc (S, d_in, d_sae)`, `b_enc (S, d_sae)`, `W_dec (S, d_sae, d_in)`,
+`b_dec (S, d_in)`. Seed `s` is initialised from its own `torch.Generator` (seed `cfg.seed + s`), so a stack of S
+seeds holds exactly the SAEs that S single-seed runs would start from. Decoder rows have unit norm.
+
+Variants (`SAEConfig.variant`):
+- `topk`: keep the k largest pre-activations of each token (Gao et al. 2024).
+- `batchtopk`: keep the `B * k` largest over the batch while training; at inference a single threshold per SAE,
+  the running mean of the smallest kept activation (Bussmann et al. 2024), which makes it a JumpReLU.
+- `relu`: ReLU with an L1 penalty on latents (Bricken et al. 2023).
+- `jumprelu`: ReLU gated by a learned per-latent threshold, trained with straight-through estimators of the step
+  function and an L0 penalty (Rajamanoharan et al. 2024).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from saelib.cache import atomic_write_json
+from saelib.config import SAEConfig
+
+
+class SAEOutput(NamedTuple):
+    """Output of `SAE.forward`."""
+
+    x_hat: Tensor
+    """Reconstructions `(S, B, d_in)`."""
+    latents: Tensor
+    """Latent activations `(S, B, d_sae)`."""
+    pre: Tensor
+    """Pre-activations `(S, B, d_sae)`."""
+
+
+def check_activations(x: Tensor, d_in: int, name: str = "activations") -> None:
+    """Raise a one-line `ValueError` naming `name` unless `x` is `(..., d_in)`, floating and finite."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim < 2 or x.shape[-1] != d_in:
+        raise ValueError(f"{name} have shape {tuple(x.shape)}, expected (..., d_in={d_in})")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got {x.dtype}")
+    if not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).sum().item()
+        raise ValueError(f"{name} contain {bad} NaN or inf values")
+
+
+class _JumpReLU(torch.autograd.Function):
+    """`pre * 1[pre > theta]`, with a rectangle-kernel straight-through gradient for theta (Rajamanoharan et al.)."""
+
+    @staticmethod
+    def forward(ctx, pre: Tensor, theta: Tensor, bandwidth: float) -> Tensor:
+        ctx.save_for_backward(pre, theta)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > theta)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        pre, theta = ctx.saved_tensors
+        eps = ctx.bandwidth
+        kernel = ((pre - theta).abs() < eps / 2).to(pre.dtype) / eps
+        d_theta = (-(theta * kernel) * grad).sum_to_size(theta.shape)
+        return grad * (pre > theta), d_theta, None
+
+
+class _Step(torch.autograd.Function):
+    """`1[pre > theta]` with the same straight-through gradient for theta (used by the L0 penalty)."""
+
+    @staticmethod
+    def forward(ctx, pre: Tensor, theta: Tensor, bandwidth: float) -> Tensor:
+        ctx.save_for_backward(pre, theta)
+        ctx.bandwidth = bandwidth
+        return (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        pre, theta = ctx.saved_tensors
+        eps = ctx.bandwidth
+        kernel = ((pre - theta).abs() < eps / 2).to(pre.dtype) / eps
+        return None, (-kernel * grad).sum_to_size(theta.shape), None
+
+
+class SAE(nn.Module):
+    """`cfg.n_seeds` SAEs of one shape; every method works on all seeds at once."""
+
+    def __init__(self, cfg: SAEConfig, device: str | torch.device = "cpu"):
+        super().__init__()
+        self.cfg = cfg
+        S, d_in, d_sae = cfg.n_seeds, cfg.d_in, cfg.d_sae
+        W_dec = torch.empty(S, d_sae, d_in)
+        for s, seed in enumerate(cfg.seeds):
+            gen = torch.Generator().manual_seed(seed)
+            W_dec[s] = torch.randn(d_sae, d_in, generator=gen)
+        W_dec /= W_dec.norm(dim=-1, keepdim=True)
+        self.W_dec = nn.Parameter(W_dec)  # (S, d_sae, d_in)
+        self.W_enc = nn.Parameter(W_dec.transpose(1, 2).clone())  # (S, d_in, d_sae): tied init, Gao et al.
+        self.b_enc = nn.Parameter(torch.zeros(S, d_sae))
+        self.b_dec = nn.Parameter(torch.zeros(S, d_in))
+        if cfg.variant == "jumprelu":
+            self.log_threshold = nn.Parameter(torch.full((S, d_sae), cfg.jumprelu_init_threshold).log())
+        if cfg.variant == "batchtopk":
+            # Inference threshold per SAE; NaN until the first training batch sets it.
+            self.register_buffer("threshold", torch.full((S,), float("nan")))
+        self.to(device)
+
+    @property
+    def n_seeds(self) -> int:
+        return self.cfg.n_seeds
+
+    def _seed_batch(self, x: Tensor) -> Tensor:
+        """`(B, d_in)` shared by all seeds, or `(S, B, d_in)` one batch per seed, as `(S, B, d_in)`."""
+        check_activations(x, self.cfg.d_in)
+        if x.ndim == 2:
+            return x.unsqueeze(0).expand(self.n_seeds, -1, -1)
+        if x.ndim != 3 or x.shape[0] != self.n_seeds:
+            raise ValueError(f"activations have shape {tuple(x.shape)}, expected (B, d_in) or (S={self.n_seeds}, B, d_in)")
+        return x
+
+    def pre_acts(self, x: Tensor) -> Tensor:
+        """Pre-activations `(S, B, d_sae)` of x `(B, d_in)` or `(S, B, d_in)`."""
+        x = self._seed_batch(x).to(self.W_enc.dtype)
+        return torch.baddbmm(self.b_enc.unsqueeze(1), x - self.b_dec.unsqueeze(1), self.W_enc)
+
+    def activate(self, pre: Tensor) -> Tensor:
+        """Latents `(S, B, d_sae)` from pre-activations, by the variant's rule (training or inference mode)."""
+        v = self.cfg.variant
+        if v == "topk":
+            values, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
+            return torch.zeros_like(pre).scatter_(-1, idx, values.relu())
+        if v == "batchtopk":
+            if self.training or torch.isnan(self.threshold).any():
+                return self._batch_topk(pre)
+            return pre * (pre > self.threshold.view(-1, 1, 1))
+        if v == "relu":
+            return pre.relu()
+        return _JumpReLU.apply(pre, self.log_threshold.exp().unsqueeze(1), self.cfg.jumprelu_bandwidth)
+
+    def _batch_topk(self, pre: Tensor) -> Tensor:
+        S, B, F = pre.shape
+        flat = pre.relu().reshape(S, B * F)
+        values, idx = flat.topk(min(B * self.cfg.k, B * F), dim=-1, sorted=False)
+        z = torch.zeros_like(flat).scatter_(-1, idx, values).view(S, B, F)
+        if self.training:
+            with torch.no_grad():
+                pos = torch.where(values > 0, values, torch.inf).amin(dim=-1)  # (S,) smallest kept activation
+                pos = torch.where(torch.isinf(pos), torch.zeros_like(pos), pos)
+                first = torch.isnan(self.threshold)
+                self.threshold.copy_(torch.where(first, pos, 0.99 * self.threshold + 0.01 * pos))
+        return z
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Latents `(S, B, d_sae)` of x `(B, d_in)` or `(S, B, d_in)`."""
+        return self.activate(self.pre_acts(x))
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Reconstructions `(S, B, d_in)` of latents `(S, B, d_sae)`."""
+        return torch.baddbmm(self.b_dec.unsqueeze(1), z, self.W_dec)
+
+    def forward(self, x: Tensor) -> SAEOutput:
+        pre = self.pre_acts(x)
+        z = self.activate(pre)
+        return SAEOutput(self.decode(z), z, pre)
+
+    def l0_penalty_terms(self, pre: Tensor) -> Tensor:
+        """JumpReLU: expected active latents per token `(S,)`, differentiable in the thresholds."""
+        theta = self.log_threshold.exp().unsqueeze(1)
+        return _Step.apply(pre, theta, self.cfg.jumprelu_bandwidth).sum(-1).mean(-1)
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Rescale decoder rows to unit norm."""
+        self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+    @torch.no_grad()
+    def remove_parallel_grads_(self) -> None:
+        """Drop the gradient component along each decoder row, so that unit-norm rows stay on the sphere."""
+        if self.W_dec.grad is not None:
+            g = self.W_dec.grad
+            g -= (g * self.W_dec).sum(-1, keepdim=True) * self.W_dec
+
+    @torch.no_grad()
+    def decoder_directions(self) -> Tensor:
+        """Unit decoder rows `(S, d_sae, d_in)`: the features' directions in activation space."""
+        return self.W_dec / self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+    @torch.no_grad()
+    def encoder_directions(self) -> Tensor:
+        """Unit encoder columns as rows `(S, d_sae, d_in)`."""
+        w = self.W_enc.transpose(1, 2)
+        return w / w.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+    def select(self, seeds: list[int] | range) -> SAE:
+        """A new stack holding copies of the given seed positions of this one."""
+        seeds = list(seeds)
+        if not seeds or any(not 0 <= s < self.n_seeds for s in seeds):
+            raise ValueError(f"seeds={seeds} must be non-empty positions in [0, {self.n_seeds})")
+        from dataclasses import replace
+
+        out = SAE(replace(self.cfg, n_seeds=len(seeds)), device=self.W_dec.device)
+        out.load_state_dict({k: v[seeds].clone() for k, v in self.state_dict().items()})
+        out.train(self.training)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Saving and loading: one SAELens-loadable folder per seed (cfg.json + sae_weights.safetensors) beside our own config.
+
+SAELENS_ARCHITECTURE = {"topk": "topk", "batchtopk": "jumprelu", "relu": "standard", "jumprelu": "jumprelu"}
+"""SAELens inference architecture of each variant (a trained BatchTopK SAE is a JumpReLU SAE at inference)."""
+
+
+def saelens_state(sae: SAE, s: int) -> tuple[dict, dict[str, Tensor]]:
+    """SAELens `cfg.json` dict and state dict of seed position `s`."""
+    cfg = sae.cfg
+    arch = SAELENS_ARCHITECTURE[cfg.variant]
+    state = {name: getattr(sae, name)[s].detach().cpu().contiguous().clone() for name in ("W_enc", "W_dec", "b_enc", "b_dec")}
+    if cfg.variant == "jumprelu":
+        state["threshold"] = sae.log_threshold[s].detach().exp().cpu().contiguous()
+    elif cfg.variant == "batchtopk":
+        state["threshold"] = torch.full((cfg.d_sae,), float(sae.threshold[s].nan_to_num(0.0)))
+    sl_cfg = {
+        "architecture": arch, "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": "float32", "device": "cpu",
+        "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
+        "metadata": {"sae_lens_training_version": None, "saelib_variant": cfg.variant, "saelib_seed": cfg.seeds[s]},
+    }
+    if arch == "topk":
+        sl_cfg["k"] = cfg.k
+    return sl_cfg, state
+
+
+def save_sae(sae: SAE, folder: Path) -> None:
+    """Write `folder/saelib.json` and, per seed, `folder/seed_<seed>/{cfg.json, sae_weights.safetensors}`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for s, seed in enumerate(sae.cfg.seeds):
+        sl_cfg, state = saelens_state(sae, s)
+        sub = folder / f"seed_{seed}"
+        sub.mkdir(exist_ok=True)
+        save_file(state, str(sub / "sae_weights.safetensors"))
+        atomic_write_json(sub / "cfg.json", sl_cfg)
+    atomic_write_json(folder / "saelib.json", {"sae": sae.cfg})
+
+
+def load_sae(folder: Path, device: str | torch.device = "cpu") -> SAE:
+    """Load a stack written by `save_sae` (in inference mode)."""
+    folder = Path(folder)
+    meta = folder / "saelib.json"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{folder} holds no saelib.json: not an SAE folder written by save_sae")
+    cfg = SAEConfig(**json.loads(meta.read_text())["sae"])
+    sae = SAE(cfg)
+    with torch.no_grad():
+        for s, seed in enumerate(cfg.seeds):
+            state = load_file(str(folder / f"seed_{seed}" / "sae_weights.safetensors"))
+            for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+                getattr(sae, name)[s] = state[name]
+            if cfg.variant == "jumprelu":
+                sae.log_threshold[s] = state["threshold"].log()
+            elif cfg.variant == "batchtopk":
+                sae.threshold[s] = state["threshold"][0]
+    return sae.to(device).eval()

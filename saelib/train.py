@@ -1,0 +1,265 @@
+"""One training loop for S SAEs at once: the same batches for every seed, independent initialisations.
+
+Every seed's loss is computed with batched matmuls and summed; since Adam is elementwise and the gradient clip is
+applied per seed, the seeds never interact: a stack of S seeds trains exactly as S single-seed runs would
+(`tests/test_train.py` checks this). Checkpoints make an interrupted run resume where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from saelib.cache import atomic_write_json, cached_artifact
+from saelib.config import SAEConfig, TrainConfig
+from saelib.sae import SAE, check_activations, load_sae, save_sae
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """`auto` means CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def learning_rate(cfg: SAEConfig, train: TrainConfig) -> float:
+    """`train.lr`, or Gao et al.'s scaling rule `2e-4 / sqrt(d_sae / 2**14)`."""
+    return train.lr if train.lr is not None else 2e-4 / math.sqrt(cfg.d_sae / 2**14)
+
+
+def lr_factor(step: int, n_steps: int, warmup_frac: float, decay_frac: float) -> float:
+    """Linear warm-up, constant, then linear decay to zero over the last `decay_frac` of the steps."""
+    warm = max(1, round(warmup_frac * n_steps))
+    decay = round(decay_frac * n_steps)
+    if step < warm:
+        return (step + 1) / warm
+    if decay and step >= n_steps - decay:
+        return max(0.0, (n_steps - step) / decay)
+    return 1.0
+
+
+def batch_stream(data: Any, batch_size: int, data_seed: int, start_step: int = 0) -> Iterator[Tensor]:
+    """Endless stream of `(batch_size, d_in)` batches, epoch `e` shuffled with seed `data_seed + e`.
+
+    `data` is a tensor `(N, d_in)` or an object with `batches(batch_size, *, seed)` yielding one shuffled pass.
+    The first `start_step` batches are skipped, so that a resumed run sees the batches it would have seen.
+    """
+    if isinstance(data, Tensor):
+        n_per_epoch = data.shape[0] // batch_size
+        if n_per_epoch == 0:
+            raise ValueError(f"batch_size={batch_size} exceeds the {data.shape[0]} activations given")
+        epoch, offset = divmod(start_step, n_per_epoch)
+        while True:
+            perm = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(data_seed + epoch))
+            for i in range(offset, n_per_epoch):
+                yield data[perm[i * batch_size : (i + 1) * batch_size]]
+            epoch, offset = epoch + 1, 0
+    if not hasattr(data, "batches"):
+        raise TypeError(f"data must be a tensor (N, d_in) or have a batches() method, got {type(data).__name__}")
+    epoch, skipped = 0, 0
+    while True:
+        empty = True
+        for batch in data.batches(batch_size, seed=data_seed + epoch):
+            empty = False
+            if skipped < start_step:
+                skipped += 1
+                continue
+            yield batch
+        if empty:
+            raise ValueError("data.batches() yielded no batch")
+        epoch += 1
+
+
+class TrainResult(NamedTuple):
+    """What `train_saes` returns."""
+
+    sae: SAE
+    """The trained stack, in inference mode."""
+    history: dict[str, list]
+    """Training curves: `step`, `tokens`, `lr`, and per-seed lists `fvu`, `l0`, `dead_fraction`, `aux_loss`."""
+
+
+def _aux_k_loss(sae: SAE, pre: Tensor, residual: Tensor, dead: Tensor, aux_k: int) -> Tensor:
+    """AuxK loss per seed `(S,)`: how well the top dead latents reconstruct the residual (Gao et al., A.2)."""
+    kk = min(aux_k, sae.cfg.d_sae)
+    masked = pre.masked_fill(~dead.unsqueeze(1), -torch.inf)  # (S, B, d_sae)
+    values, idx = masked.topk(kk, dim=-1, sorted=False)
+    values = values.relu().nan_to_num(0.0, posinf=0.0, neginf=0.0)  # -inf (alive) entries become 0
+    z = torch.zeros_like(pre).scatter_(-1, idx, values)
+    e_hat = torch.bmm(z, sae.W_dec)  # (S, B, d_in), no bias: it reconstructs a residual
+    var = (residual - residual.mean(1, keepdim=True)).pow(2).sum(-1).mean(-1).clamp_min(1e-12)
+    loss = (e_hat - residual).pow(2).sum(-1).mean(-1) / var
+    return torch.where(dead.any(-1), loss, torch.zeros_like(loss))
+
+
+def _clip_per_seed_(params: list[Tensor], max_norm: float) -> None:
+    """Scale each seed's gradient so that its norm over all parameters is at most `max_norm`."""
+    grads = [p.grad for p in params if p.grad is not None]
+    sq = sum(g.pow(2).flatten(1).sum(1) for g in grads)  # (S,)
+    scale = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.view(-1, *([1] * (g.ndim - 1))))
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train_saes(
+    cfg: SAEConfig,
+    train: TrainConfig,
+    data: Any,
+    *,
+    checkpoint_dir: Path | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `cfg.n_seeds` SAEs at once on the same batches.
+
+    Args:
+        cfg: architecture and seeds.
+        train: optimisation settings; `train.n_tokens` tokens per seed.
+        data: activations `(N, d_in)`, or an object with `batches(batch_size, *, seed)`.
+        checkpoint_dir: where to keep `checkpoint.pt`; a run finding one there resumes from it. A checkpoint is
+            also written when the run is interrupted by an exception (KeyboardInterrupt included).
+        progress: show a tqdm bar.
+    """
+    device = resolve_device(train.device)
+    n_steps = train.n_steps
+    sae = SAE(cfg, device=device).train()
+    params = list(sae.parameters())
+    opt = torch.optim.Adam(params, lr=learning_rate(cfg, train), betas=(0.9, 0.999))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, n_steps, train.warmup_frac, train.decay_frac)
+    )
+    since_fired = torch.zeros(cfg.n_seeds, cfg.d_sae, dtype=torch.long, device=device)
+    history: dict[str, list] = {k: [] for k in ("step", "tokens", "lr", "fvu", "l0", "dead_fraction", "aux_loss")}
+    step = 0
+    ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
+    if ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        if state["cfg"] != dataclasses.asdict(cfg) or state["train"] != _train_key(train):
+            raise ValueError(f"{ckpt} was written for another configuration; delete it to start over")
+        sae.load_state_dict(state["sae"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        since_fired, history, step = state["since_fired"].to(device), state["history"], state["step"]
+        log.info("resuming from %s at step %d/%d", ckpt, step, n_steps)
+
+    def checkpoint() -> None:
+        if ckpt is not None:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            _save_checkpoint(ckpt, {
+                "cfg": dataclasses.asdict(cfg), "train": _train_key(train), "sae": sae.state_dict(),
+                "opt": opt.state_dict(), "sched": sched.state_dict(), "since_fired": since_fired,
+                "history": history, "step": step,
+            })
+
+    stream = batch_stream(data, train.batch_size, train.data_seed, start_step=step)
+    bar = tqdm(total=n_steps, initial=step, disable=not progress, desc=f"train {cfg.n_seeds}x{cfg.variant}-{cfg.d_sae}")
+    try:
+        for x in stream:
+            if step >= n_steps:
+                break
+            x = x.to(device, torch.float32, non_blocking=True)
+            if step == 0:
+                check_activations(x, cfg.d_in)
+                with torch.no_grad():  # start the decoder bias at the data mean (shared by all seeds)
+                    sae.b_dec.copy_(x.mean(0).expand_as(sae.b_dec))
+            out = sae(x)
+            var = (x - x.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+            fvu = (out.x_hat - x).pow(2).sum(-1).mean(-1) / var  # (S,)
+            loss = fvu
+            aux = torch.zeros_like(fvu)
+            if cfg.variant in ("topk", "batchtopk") and train.aux_coefficient > 0:
+                dead = since_fired >= train.dead_after_tokens
+                if dead.any():
+                    aux = _aux_k_loss(sae, out.pre, (x - out.x_hat).detach(), dead, train.aux_k)
+                    loss = loss + train.aux_coefficient * aux
+            elif cfg.variant == "relu":
+                loss = loss + cfg.l1_coefficient * out.latents.sum(-1).mean(-1) / var.sqrt()
+            elif cfg.variant == "jumprelu":
+                loss = loss + cfg.l0_coefficient * sae.l0_penalty_terms(out.pre)
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            sae.remove_parallel_grads_()
+            _clip_per_seed_(params, train.max_grad_norm)
+            opt.step()
+            sched.step()
+            sae.normalize_decoder_()
+            with torch.no_grad():
+                fired = (out.latents > 0).any(1)
+                since_fired = torch.where(fired, torch.zeros_like(since_fired), since_fired + x.shape[0])
+            step += 1
+            if step % train.log_every == 0 or step == n_steps:
+                with torch.no_grad():
+                    history["step"].append(step)
+                    history["tokens"].append(step * train.batch_size)
+                    history["lr"].append(sched.get_last_lr()[0])
+                    history["fvu"].append(fvu.tolist())
+                    history["l0"].append((out.latents > 0).sum(-1).float().mean(-1).tolist())
+                    history["dead_fraction"].append((since_fired >= train.dead_after_tokens).float().mean(-1).tolist())
+                    history["aux_loss"].append(aux.tolist())
+                bar.set_postfix(fvu=f"{fvu.mean().item():.3f}")
+            if train.checkpoint_every and step % train.checkpoint_every == 0:
+                checkpoint()
+            bar.update(1)
+    except BaseException:
+        checkpoint()
+        raise
+    finally:
+        bar.close()
+    return TrainResult(sae.eval(), history)
+
+
+def _train_key(train: TrainConfig) -> dict:
+    """The fields of `train` that change results (the device does not)."""
+    key = dataclasses.asdict(train)
+    for k in ("device", "checkpoint_every", "log_every"):
+        key.pop(k)
+    return key
+
+
+def train_cached(
+    name: str,
+    cfg: SAEConfig,
+    train: TrainConfig,
+    data: Any,
+    *,
+    data_key: Any,
+    progress: bool = True,
+) -> tuple[SAE, dict]:
+    """`train_saes` through the artifact cache: `saes/<name>-<hash>/` keyed by `cfg`, `train` and `data_key`.
+
+    Args:
+        data_key: anything JSON-serialisable that identifies `data` (e.g. the config that generated it).
+
+    Returns:
+        The trained stack (on `train.device`, inference mode) and its training history.
+    """
+    key = {"sae": cfg, "train": _train_key(train), "data": data_key}
+
+    def build(work: Path) -> None:
+        result = train_saes(cfg, train, data, checkpoint_dir=work / "checkpoint", progress=progress)
+        save_sae(result.sae, work / "sae")
+        atomic_write_json(work / "history.json", result.history)
+        (work / "checkpoint" / "checkpoint.pt").unlink(missing_ok=True)
+        if (work / "checkpoint").is_dir():
+            (work / "checkpoint").rmdir()
+
+    folder = cached_artifact("saes", name, key, build)
+    history = json.loads((folder / "history.json").read_text())
+    return load_sae(folder / "sae", device=resolve_device(train.device)), history

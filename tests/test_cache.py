@@ -1,0 +1,82 @@
+import json
+
+import pytest
+
+from saelib import cache
+from saelib.config import SAEConfig
+
+
+def _build_counter(calls):
+    def build(work):
+        calls.append(work)
+        (work / "a.txt").write_text("hello")
+        (work / "sub").mkdir(exist_ok=True)
+        (work / "sub" / "b.bin").write_bytes(b"\x00\x01")
+    return build
+
+
+def test_hash_changes_with_any_field_and_is_stable():
+    a = SAEConfig(d_in=8, d_sae=16, k=4)
+    assert cache.config_hash(a) == cache.config_hash(SAEConfig(d_in=8, d_sae=16, k=4))
+    assert cache.config_hash(a) != cache.config_hash(SAEConfig(d_in=8, d_sae=16, k=2))
+    assert cache.config_hash({"b": 1, "a": 2}) == cache.config_hash({"a": 2, "b": 1})
+
+
+def test_builds_once_then_hits(_artifacts_in_tmp):
+    calls = []
+    p1 = cache.cached_artifact("k", "x", {"v": 1}, _build_counter(calls))
+    p2 = cache.cached_artifact("k", "x", {"v": 1}, _build_counter(calls))
+    assert p1 == p2 and len(calls) == 1
+    assert p1.parent.parent == _artifacts_in_tmp
+    assert cache.load_config(p1) == {"v": 1}
+    assert cache.verify_manifest(p1)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete", "manifest"])
+def test_corrupt_artifact_is_rebuilt(damage):
+    calls = []
+    p = cache.cached_artifact("k", "x", {"v": 1}, _build_counter(calls))
+    target = p / "sub" / "b.bin"
+    if damage == "truncate":
+        target.write_bytes(b"\x00")
+    elif damage == "flip":
+        target.write_bytes(b"\x00\x02")
+    elif damage == "delete":
+        target.unlink()
+    else:
+        (p / cache.MANIFEST).write_text("{not json")
+    assert not cache.verify_manifest(p)
+    p2 = cache.cached_artifact("k", "x", {"v": 1}, _build_counter(calls))
+    assert len(calls) == 2 and cache.verify_manifest(p2) and (p2 / "sub" / "b.bin").read_bytes() == b"\x00\x01"
+
+
+def test_failed_build_leaves_no_sealed_artifact_and_keeps_partial():
+    def boom(work):
+        (work / "checkpoint.pt").write_text("half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        cache.cached_artifact("k", "x", {"v": 2}, boom)
+    final = cache.artifact_dir("k", "x", {"v": 2})
+    assert not final.exists()
+    assert (cache.partial_dir(final) / "checkpoint.pt").read_text() == "half"
+
+    seen = []
+
+    def resume(work):
+        seen.append((work / "checkpoint.pt").read_text())
+        (work / "out").write_text("done")
+
+    p = cache.cached_artifact("k", "x", {"v": 2}, resume)
+    assert seen == ["half"] and cache.verify_manifest(p)
+
+
+def test_atomic_json_roundtrip(tmp_path):
+    cache.atomic_write_json(tmp_path / "x.json", {"cfg": SAEConfig(d_in=2, d_sae=4, k=2)})
+    assert json.loads((tmp_path / "x.json").read_text())["cfg"]["d_sae"] == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_bad_names_rejected():
+    with pytest.raises(ValueError, match="name"):
+        cache.artifact_dir("k", "../x", {})
