@@ -27,13 +27,13 @@ DEVICE = "auto"  # auto | cpu | cuda
 # %%
 from dataclasses import replace
 
-import matplotlib.pyplot as plt
-import torch
+import pandas as pd
 from myst_nb import glue
 
 from saelib import config, plots, subspace, synthetic
 
 plots.set_theme()
+pd.set_option("display.max_colwidth", None)
 study = config.synthetic_study(SCALE)
 study = replace(study, train=replace(study.train, device=DEVICE))
 study.data, study.sae
@@ -85,8 +85,8 @@ lat = analysis.latents[analysis.latents.kind.isin(["isolated", "group"])]
 ax = plots.plot_stability_hist(lat.stability, lat.kind, null=analysis.null_stability.numpy())
 
 # %% [markdown]
-# **Figure 3.** Per-feature stability of latents assigned to isolated features and to groups, pooled over seeds.
-# The dotted line is the mean stability of untrained SAEs of the same shape (the null).
+# **Figure 3.** Per-feature stability of latents assigned to isolated features and to groups, pooled over seeds,
+# beside the stability of the latents of untrained SAEs of the same shape (the null).
 
 # %%
 analysis.pairs.groupby("set")[["matched_cos", "overlap"]].mean().round(3)
@@ -114,6 +114,9 @@ ax = plots.plot_group_latents([dirs[s][assign[s] == group] for s in seeds], data
 # compared with the true subspace by principal angles. Mean overlap with the truth: {glue:text}`overlap_truth:.3f`;
 # mean largest principal angle: {glue:text}`max_angle_deg:.1f` degrees; mean overlap between two seeds' spans of
 # the same group: {glue:text}`overlap_cross_seed:.3f`.
+#
+# The paper reports no numbers for its synthetic model in the part we have (its abstract); PAPER.md's claim 4 is the
+# qualitative statement tested here.
 
 # %%
 rank = study.data.group_rank

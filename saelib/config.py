@@ -7,6 +7,7 @@ experiment; the paper's grid is only a bigger value of it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field, replace
 
@@ -14,7 +15,18 @@ SCALES = ("smoke", "default", "gpu", "paper")
 """Named experiment sizes: `smoke` (seconds, tests and CI), `default` (2-core CPU, offline), `gpu`, `paper`."""
 
 VARIANTS = ("topk", "batchtopk", "relu", "jumprelu")
-"""SAE variants: TopK (Gao et al. 2024), BatchTopK (Bussmann et al. 2024), ReLU + L1, JumpReLU (Rajamanoharan et al.)."""
+"""SAE variants: TopK (Gao et al. 2024), BatchTopK (Bussmann et al. 2024), ReLU + L1, JumpReLU (Rajamanoharan
+et al. 2024)."""
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """A generator seed for one `purpose` (`"sae-init"`, `"synthetic"`, `"batch-order"`, ...) derived from `seed`.
+
+    Different purposes get unrelated streams, so that, say, SAE seed 0's initial decoder never equals the synthetic
+    ground truth drawn with seed 0 (both would otherwise start from `torch.manual_seed(0)`).
+    """
+    digest = hashlib.sha256(f"{purpose}:{int(seed)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def check_scale(scale: str) -> str:
@@ -49,13 +61,14 @@ class SAEConfig:
     """One of `VARIANTS`."""
     k: int = 32
     """Active latents per token (TopK), or on average per token over a batch (BatchTopK)."""
-    l1_coefficient: float = 5.0
-    """Weight of the L1 penalty on latents (ReLU variant), relative to the normalised MSE."""
+    l1_coefficient: float = 0.2
+    """Weight of the L1 penalty on latents (ReLU variant), relative to the normalised MSE (the L1 norm of the
+    latents is divided by the batch's standard deviation, so the weight does not depend on the activations' scale)."""
     l0_coefficient: float = 0.05
     """Weight of the L0 penalty (JumpReLU variant), per active latent, relative to the normalised MSE."""
-    jumprelu_init_threshold: float = 0.01
-    """Initial JumpReLU threshold."""
-    jumprelu_bandwidth: float = 0.05
+    jumprelu_init_threshold: float = 0.1
+    """Initial JumpReLU threshold, in units of the activations (scale it with them)."""
+    jumprelu_bandwidth: float = 0.1
     """Width of the rectangle kernel of JumpReLU's straight-through estimator."""
     n_seeds: int = 5
     """Number of SAEs trained at once, differing only in initialisation."""

@@ -11,6 +11,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 from matplotlib.axes import Axes
+from matplotlib.ticker import EngFormatter
 
 PALETTE = {
     "isolated": "#0173b2", "stable": "#0173b2", "group": "#de8f05", "unstable": "#de8f05",
@@ -36,6 +37,7 @@ def plot_training_curves(history: dict, ax: Axes | None = None) -> Axes:
     for s in range(fvu.shape[1]):
         ax.plot(history["tokens"], fvu[:, s], lw=1.2, label=f"seed {s}")
     ax.set(xlabel="training tokens", ylabel="FVU (train batch)", yscale="log")
+    ax.xaxis.set_major_formatter(EngFormatter())
     ax.legend(fontsize="small", ncol=2)
     return ax
 
@@ -51,19 +53,28 @@ def plot_max_cosine_to_truth(recovery: torch.Tensor, ax: Axes | None = None) -> 
     return ax
 
 
-def plot_stability_hist(stability: pd.Series | np.ndarray, hue: pd.Series | np.ndarray | None = None,
-                        null: np.ndarray | None = None, ax: Axes | None = None, bins: int | None = None) -> Axes:
-    """Histogram of per-feature stability, split by `hue` (e.g. kind or label), with the null's mean marked."""
+def plot_stability_hist(stability, kind=None, null=None, ax: Axes | None = None) -> Axes:
+    """Share of latents at each stability value (stability takes S values for S seeds), one bar per kind.
+
+    Args:
+        stability: per-latent stability (NaN for dead latents, which are left out).
+        kind: per-latent group name (e.g. `isolated` / `group`, or `stable` / `unstable`).
+        null: stability of the null baseline (untrained SAEs), drawn as its own kind.
+    """
     ax = _ax(ax)
-    df = pd.DataFrame({"stability": np.asarray(stability), "kind": np.asarray(hue) if hue is not None else "all"})
-    df = df.dropna()
-    n_levels = int(np.unique(df["stability"]).size)
-    sns.histplot(df, x="stability", hue="kind", multiple="dodge", shrink=0.8, stat="proportion",
-                 common_norm=False, bins=bins or min(n_levels, 11), ax=ax,
-                 palette={k: PALETTE.get(k, "#333333") for k in df["kind"].unique()})
+    df = pd.DataFrame({"stability": np.asarray(stability, dtype=float),
+                       "kind": np.asarray(kind) if kind is not None else "all"})
     if null is not None:
-        ax.axvline(float(np.nanmean(null)), c=PALETTE["null"], ls=":", lw=1.5, label="null (untrained)")
-    ax.set(xlabel="per-feature stability", ylabel="share of latents in kind")
+        null = np.asarray(null, dtype=float).ravel()
+        df = pd.concat([df, pd.DataFrame({"stability": null, "kind": "null (untrained)"})])
+    df = df.dropna()
+    df["level"] = df["stability"].round(2)
+    share = df.groupby("kind")["level"].value_counts(normalize=True).rename("share").reset_index()
+    levels = sorted(share["level"].unique())
+    palette = {k: PALETTE.get(k.split(" ")[0], "#333333") for k in share["kind"].unique()}
+    sns.barplot(share, x="level", y="share", hue="kind", order=levels, palette=palette, ax=ax)
+    ax.set(xlabel="per-feature stability (share of other seeds with a match)", ylabel="share of latents in kind")
+    ax.legend(fontsize="small", title=None)
     return ax
 
 
@@ -75,7 +86,7 @@ def plot_principal_angles(groups: pd.DataFrame, random_angle_deg: float | None =
     if random_angle_deg is not None:
         ax.axhline(random_angle_deg, c=PALETTE["random"], ls="--", label="random subspace")
     ax.set(ylabel="largest principal angle to truth (deg)", ylim=(0, 92))
-    ax.legend(fontsize="small", ncol=3, title=None)
+    ax.legend(fontsize="small", ncol=3, title="seed")
     return ax
 
 
@@ -91,7 +102,7 @@ def plot_group_latents(directions: list[torch.Tensor], basis: torch.Tensor, ax: 
     colors = sns.color_palette("colorblind", len(directions))
     for i, dirs in enumerate(directions):
         xy = (dirs.double() @ basis[:2].double().T).numpy()
-        for j, (u, v) in enumerate(xy):
+        for u, v in xy:
             ax.annotate("", xy=(u, v), xytext=(0, 0),
                         arrowprops={"arrowstyle": "-|>", "color": colors[i], "lw": 1.6, "alpha": 0.85})
         ax.plot([], [], c=colors[i], label=labels[i] if labels else f"seed {i}")

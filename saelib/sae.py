@@ -1,7 +1,7 @@
 """S sparse autoencoders of one shape, stacked on a leading seed axis and run with batched matmuls.
 
 Shapes follow SAELens and sparsify: `W_enc (S, d_in, d_sae)`, `b_enc (S, d_sae)`, `W_dec (S, d_sae, d_in)`,
-`b_dec (S, d_in)`. Seed `s` is initialised from its own `torch.Generator` (seed `cfg.seed + s`), so a stack of S
+`b_dec (S, d_in)`. Seed `s` is initialised from its own `torch.Generator` (seeded from `cfg.seed + s`), so a stack of S
 seeds holds exactly the SAEs that S single-seed runs would start from. Decoder rows have unit norm.
 
 Variants (`SAEConfig.variant`):
@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from saelib.cache import atomic_write_json
-from saelib.config import SAEConfig
+from saelib.config import SAEConfig, derive_seed
 
 
 class SAEOutput(NamedTuple):
@@ -95,7 +95,7 @@ class SAE(nn.Module):
         S, d_in, d_sae = cfg.n_seeds, cfg.d_in, cfg.d_sae
         W_dec = torch.empty(S, d_sae, d_in)
         for s, seed in enumerate(cfg.seeds):
-            gen = torch.Generator().manual_seed(seed)
+            gen = torch.Generator().manual_seed(derive_seed(seed, "sae-init"))
             W_dec[s] = torch.randn(d_sae, d_in, generator=gen)
         W_dec /= W_dec.norm(dim=-1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec)  # (S, d_sae, d_in)
@@ -119,7 +119,9 @@ class SAE(nn.Module):
         if x.ndim == 2:
             return x.unsqueeze(0).expand(self.n_seeds, -1, -1)
         if x.ndim != 3 or x.shape[0] != self.n_seeds:
-            raise ValueError(f"activations have shape {tuple(x.shape)}, expected (B, d_in) or (S={self.n_seeds}, B, d_in)")
+            raise ValueError(
+                f"activations have shape {tuple(x.shape)}, expected (B, d_in) or (S={self.n_seeds}, B, d_in)"
+            )
         return x
 
     def pre_acts(self, x: Tensor) -> Tensor:
@@ -219,7 +221,8 @@ def saelens_state(sae: SAE, s: int) -> tuple[dict, dict[str, Tensor]]:
     """SAELens `cfg.json` dict and state dict of seed position `s`."""
     cfg = sae.cfg
     arch = SAELENS_ARCHITECTURE[cfg.variant]
-    state = {name: getattr(sae, name)[s].detach().cpu().contiguous().clone() for name in ("W_enc", "W_dec", "b_enc", "b_dec")}
+    names = ("W_enc", "W_dec", "b_enc", "b_dec")
+    state = {name: getattr(sae, name)[s].detach().cpu().contiguous().clone() for name in names}
     if cfg.variant == "jumprelu":
         state["threshold"] = sae.log_threshold[s].detach().exp().cpu().contiguous()
     elif cfg.variant == "batchtopk":

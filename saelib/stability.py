@@ -129,7 +129,7 @@ def stability_labels(stability: Tensor, cfg: StabilityConfig) -> Tensor:
 
 def feature_stability(
     sae: SAE,
-    cfg: StabilityConfig = StabilityConfig(),
+    cfg: StabilityConfig | None = None,
     *,
     alive: Tensor | None = None,
 ) -> FeatureStability:
@@ -141,6 +141,7 @@ def feature_stability(
         alive: `(S, d_sae)` bool of latents that fire on the evaluation set; dead ones get NaN and label `DEAD`
             and are never matched.
     """
+    cfg = cfg or StabilityConfig()
     max_cos, _ = cross_seed_max_cosine(feature_directions(sae, cfg.similarity), alive=alive, chunk_size=cfg.chunk_size)
     stab, mean = stability_from_max_cos(max_cos, cfg.threshold, alive)
     return FeatureStability(stab, mean, max_cos, stability_labels(stab, cfg), cfg.threshold)

@@ -20,11 +20,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saelib import subspace
-from saelib.config import StabilityConfig, SyntheticConfig, SyntheticStudy
+from saelib.config import StabilityConfig, SyntheticConfig, SyntheticStudy, derive_seed
 from saelib.metrics import evaluate_sae
 from saelib.sae import SAE
 from saelib.stability import LABEL_NAMES, feature_stability, hungarian_match, null_sae
 from saelib.train import train_cached
+
+GENERATOR_VERSION = 2
+"""Bumped whenever `generate` would draw other samples from the same config (part of cached SAEs' keys)."""
 
 ISOLATED, UNASSIGNED = -1, -2
 """Codes of `latent_assignment` besides group indices 0..G-1."""
@@ -68,7 +71,7 @@ def make_ground_truth(cfg: SyntheticConfig, generator: torch.Generator) -> Groun
 
 def generate(cfg: SyntheticConfig) -> SyntheticData:
     """Draw `cfg.n_samples` activations `(N, d_in)` and their ground truth, deterministically from `cfg.seed`."""
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "synthetic"))
     truth = make_ground_truth(cfg, gen)
     N, d = cfg.n_samples, cfg.d_in
     x = torch.zeros(N, d)
@@ -129,9 +132,10 @@ class SyntheticAnalysis(NamedTuple):
 
 
 def analyze(
-    sae: SAE, data: SyntheticData, stab_cfg: StabilityConfig = StabilityConfig(), *, energy: float = 0.9
+    sae: SAE, data: SyntheticData, stab_cfg: StabilityConfig | None = None, *, energy: float = 0.9
 ) -> SyntheticAnalysis:
     """Score a trained stack against the ground truth, per latent and per subspace."""
+    stab_cfg = stab_cfg or StabilityConfig()
     truth = data.truth
     ev = evaluate_sae(sae, data.x)
     alive = ev.frequency.cpu() > 0
@@ -187,7 +191,8 @@ def train_study(study: SyntheticStudy, data_cfg: SyntheticConfig | None = None, 
     """Generate the data of `data_cfg` (default `study.data`) and train (or load from the cache) the SAEs on it."""
     data_cfg = data_cfg or study.data
     data = generate(data_cfg)
-    sae, history = train_cached("synthetic", study.sae, study.train, data.x, data_key=data_cfg, progress=progress)
+    data_key = {"synthetic": data_cfg, "generator_version": GENERATOR_VERSION}
+    sae, history = train_cached("synthetic", study.sae, study.train, data.x, data_key=data_key, progress=progress)
     return data, sae, history
 
 

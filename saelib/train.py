@@ -21,10 +21,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saelib.cache import atomic_write_json, cached_artifact
-from saelib.config import SAEConfig, TrainConfig
+from saelib.config import SAEConfig, TrainConfig, derive_seed
 from saelib.sae import SAE, check_activations, load_sae, save_sae
 
 log = logging.getLogger(__name__)
+
+TRAIN_VERSION = 2
+"""Bumped whenever the same configs would train other weights (initialisation, loss, optimiser); part of the key
+of every cached stack, so that a change of the code never serves a stale artifact."""
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -62,7 +66,8 @@ def batch_stream(data: Any, batch_size: int, data_seed: int, start_step: int = 0
             raise ValueError(f"batch_size={batch_size} exceeds the {data.shape[0]} activations given")
         epoch, offset = divmod(start_step, n_per_epoch)
         while True:
-            perm = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(data_seed + epoch))
+            gen = torch.Generator().manual_seed(derive_seed(data_seed + epoch, "batch-order"))
+            perm = torch.randperm(data.shape[0], generator=gen)
             for i in range(offset, n_per_epoch):
                 yield data[perm[i * batch_size : (i + 1) * batch_size]]
             epoch, offset = epoch + 1, 0
@@ -250,7 +255,7 @@ def train_cached(
     Returns:
         The trained stack (on `train.device`, inference mode) and its training history.
     """
-    key = {"sae": cfg, "train": _train_key(train), "data": data_key}
+    key = {"sae": cfg, "train": _train_key(train), "data": data_key, "train_version": TRAIN_VERSION}
 
     def build(work: Path) -> None:
         result = train_saes(cfg, train, data, checkpoint_dir=work / "checkpoint", progress=progress)

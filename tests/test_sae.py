@@ -101,3 +101,12 @@ def test_select_copies_seeds():
     assert sub.cfg.n_seeds == 2 and torch.equal(sub.W_dec[0], sae.W_dec[2])
     with pytest.raises(ValueError, match="seeds"):
         sae.select([3])
+
+
+def test_init_stream_is_not_the_global_seed_stream():
+    """Seed s must not start from `torch.manual_seed(s)`'s stream, which data generators also use: a planted ground
+    truth drawn with seed 0 would otherwise sit in SAE seed 0's initial decoder."""
+    sae = SAE(SAEConfig(d_in=16, d_sae=48, k=4, n_seeds=1, seed=0))
+    plain = torch.randn(48, 16, generator=torch.Generator().manual_seed(0))
+    plain = plain / plain.norm(dim=-1, keepdim=True)
+    assert (sae.W_dec[0] @ plain.T).abs().max() < 0.99
