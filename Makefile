@@ -11,7 +11,7 @@ DEVICE ?= auto
 NOTEBOOKS := $(wildcard notebooks/*.py)
 EXECUTED := $(patsubst notebooks/%.py,book/executed/%.ipynb,$(NOTEBOOKS))
 
-.PHONY: setup execute book test bench lint clean FORCE
+.PHONY: setup corpus execute book test bench lint clean FORCE
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
+
+# The default corpus (Jane Austen's novels and WordNet's glosses) installs from Debian's archive (needs root).
+corpus:
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends r-cran-janeaustenr=1.0.0-1 wordnet-base=1:3.0-37
 
 build/%.ipynb: notebooks/%.py | setup
 	@mkdir -p build
@@ -43,6 +47,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_train.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_collection.py
 
 lint: setup
 	$(BIN)/ruff check saelib tests benchmarks

@@ -80,7 +80,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n").encode())
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -96,7 +97,7 @@ def write_manifest(folder: Path) -> None:
     """Record the size and sha256 of every file under `folder` in `folder/MANIFEST.json`."""
     folder = Path(folder)
     entries = {
-        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in _files(folder)
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in _files(folder)
     }
     atomic_write_json(folder / MANIFEST, entries)
 
@@ -112,7 +113,7 @@ def verify_manifest(folder: Path) -> bool:
         return False
     for rel, meta in entries.items():
         p = folder / rel
-        if not p.is_file() or p.stat().st_size != meta.get("size") or _sha256(p) != meta.get("sha256"):
+        if not p.is_file() or p.stat().st_size != meta.get("size") or file_sha256(p) != meta.get("sha256"):
             return False
     return True
 

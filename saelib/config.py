@@ -11,6 +11,8 @@ import hashlib
 import math
 from dataclasses import dataclass, field, replace
 
+import torch
+
 SCALES = ("smoke", "default", "gpu", "paper")
 """Named experiment sizes: `smoke` (seconds, tests and CI), `default` (2-core CPU, offline), `gpu`, `paper`."""
 
@@ -27,6 +29,13 @@ def derive_seed(seed: int, purpose: str) -> int:
     """
     digest = hashlib.sha256(f"{purpose}:{int(seed)}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The torch device a `device` field names: `auto` is CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 def check_scale(scale: str) -> str:

@@ -21,7 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saelib.cache import atomic_write_json, cached_artifact
-from saelib.config import SAEConfig, TrainConfig, derive_seed
+from saelib.config import SAEConfig, TrainConfig, derive_seed, resolve_device
 from saelib.sae import SAE, check_activations, load_sae, save_sae
 
 log = logging.getLogger(__name__)
@@ -29,13 +29,6 @@ log = logging.getLogger(__name__)
 TRAIN_VERSION = 2
 """Bumped whenever the same configs would train other weights (initialisation, loss, optimiser); part of the key
 of every cached stack, so that a change of the code never serves a stale artifact."""
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """`auto` means CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def learning_rate(cfg: SAEConfig, train: TrainConfig) -> float:

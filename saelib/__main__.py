@@ -1,0 +1,3 @@
+from saelib.cli import main
+
+main()

@@ -1,0 +1,55 @@
+"""`python -m saelib ...`: run the heavy steps outside the notebooks (e.g. on a GPU box), filling the artifact cache
+that the notebooks then read.
+
+    python -m saelib synthetic --scale default --device cuda
+    HF_HUB_OFFLINE=1 python -m saelib collect --scale default
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import replace
+
+from saelib import config
+
+
+def _synthetic(args: argparse.Namespace) -> None:
+    from saelib import synthetic
+
+    study = config.synthetic_study(args.scale)
+    study = replace(study, train=replace(study.train, device=args.device))
+    data, sae, _ = synthetic.train_study(study)
+    summary = synthetic.summarize(synthetic.analyze(sae, data, study.stability))
+    logging.getLogger("saelib").info("synthetic %s: %s", args.scale, {k: round(v, 3) for k, v in summary.items()})
+    if not args.no_sweep:
+        synthetic.identifiability_sweep(study)
+
+
+def _collect(args: argparse.Namespace) -> None:
+    from saelib import activations
+
+    store = activations.collect_activations(config.ACTIVATION_SCALES[args.scale], device=args.device)
+    logging.getLogger("saelib").info("activations ready: %s (eval: %d tokens)", store, store.eval.n_tokens)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m saelib", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("synthetic", help="train the synthetic chapter's SAEs (and its sweep) into the cache")
+    p.add_argument("--scale", default="default", choices=config.SCALES)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-sweep", action="store_true", help="skip the identifiability sweep")
+    p.set_defaults(run=_synthetic)
+    p = sub.add_parser("collect", help="collect a scale's language-model activations into the cache (resumable)")
+    p.add_argument("--scale", default="default", choices=config.SCALES)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=_collect)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

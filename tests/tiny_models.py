@@ -1,0 +1,35 @@
+"""Tiny, randomly initialised causal LMs of hub architectures, saved offline for the tests (no download)."""
+
+import torch
+
+from saelib import corpus
+
+
+def make_tiny_model(folder, arch="gpt2", n_layers=3, d=32):
+    """Save a tiny random causal LM of a hub architecture plus a BPE tokenizer trained on the fixture text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, PreTrainedTokenizerFast
+    from transformers.models.gemma2 import Gemma2Config
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<bos>", "<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([corpus.fixture_path().read_text()], trainer)
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", pad_token="<pad>", unk_token="<unk>")
+    vocab = len(hf_tok)
+    ids = dict(bos_token_id=1, pad_token_id=0, eos_token_id=1)
+    if arch == "gpt2":
+        cfg = GPT2Config(vocab_size=vocab, n_positions=256, n_embd=d, n_layer=n_layers, n_head=2, **ids)
+    elif arch == "gpt_neox":
+        cfg = GPTNeoXConfig(vocab_size=vocab, hidden_size=d, num_hidden_layers=n_layers, num_attention_heads=2,
+                            intermediate_size=2 * d, max_position_embeddings=256, **ids)
+    else:
+        cfg = Gemma2Config(vocab_size=vocab, hidden_size=d, num_hidden_layers=n_layers, num_attention_heads=2,
+                           num_key_value_heads=1, head_dim=16, intermediate_size=2 * d, max_position_embeddings=256,
+                           **ids)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(folder)
+    hf_tok.save_pretrained(folder)
+    return folder
