@@ -33,7 +33,7 @@ class SAEOutput(NamedTuple):
     x_hat: Tensor
     """Reconstructions `(S, B, d_in)`."""
     latents: Tensor
-    """Latent activations `(S, B, d_sae)`."""
+    """Latent activations `(S, B, d_sae)` (TopK: without gradient; the reconstruction is decoded sparsely)."""
     pre: Tensor
     """Pre-activations `(S, B, d_sae)`."""
 
@@ -127,7 +127,10 @@ class SAE(nn.Module):
     def pre_acts(self, x: Tensor) -> Tensor:
         """Pre-activations `(S, B, d_sae)` of x `(B, d_in)` or `(S, B, d_in)`."""
         x = self._seed_batch(x).to(self.W_enc.dtype)
-        return torch.baddbmm(self.b_enc.unsqueeze(1), x - self.b_dec.unsqueeze(1), self.W_enc)
+        # (x - b_dec) @ W_enc + b_enc, with b_dec folded into the bias: x needs no gradient, so the backward pass
+        # runs one large matmul (for W_enc) instead of two; b_dec's gradient flows through the (S, 1, d_sae) bias.
+        bias = self.b_enc.unsqueeze(1) - torch.bmm(self.b_dec.unsqueeze(1), self.W_enc)  # (S, 1, d_sae)
+        return torch.baddbmm(bias, x, self.W_enc)
 
     def activate(self, pre: Tensor) -> Tensor:
         """Latents `(S, B, d_sae)` from pre-activations, by the variant's rule (training or inference mode)."""
@@ -164,8 +167,28 @@ class SAE(nn.Module):
         """Reconstructions `(S, B, d_in)` of latents `(S, B, d_sae)`."""
         return torch.baddbmm(self.b_dec.unsqueeze(1), z, self.W_dec)
 
+    def decode_sparse(self, values: Tensor, idx: Tensor) -> Tensor:
+        """Reconstructions `(S, B, d_in)` from the k active latents of each token: values and indices `(S, B, k)`.
+
+        Equal to `decode` of the scattered latents, at `k / d_sae` of its cost: one `embedding_bag` over the
+        stacked decoder `(S * d_sae, d_in)`, with each seed's indices offset into its own block of rows.
+        """
+        S, B, k = idx.shape
+        offsets = torch.arange(S, device=idx.device).mul_(self.cfg.d_sae).view(S, 1, 1)
+        out = nn.functional.embedding_bag(
+            (idx + offsets).view(S * B, k), self.W_dec.reshape(S * self.cfg.d_sae, self.cfg.d_in),
+            per_sample_weights=values.reshape(S * B, k), mode="sum",
+        )
+        return out.view(S, B, -1) + self.b_dec.unsqueeze(1)
+
     def forward(self, x: Tensor) -> SAEOutput:
         pre = self.pre_acts(x)
+        if self.cfg.variant == "topk":  # sparse decoding; the dense latents are returned without gradient
+            values, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
+            values = values.relu()
+            with torch.no_grad():
+                z = torch.zeros_like(pre).scatter_(-1, idx, values)
+            return SAEOutput(self.decode_sparse(values, idx), z, pre)
         z = self.activate(pre)
         return SAEOutput(self.decode(z), z, pre)
 

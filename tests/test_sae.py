@@ -110,3 +110,19 @@ def test_init_stream_is_not_the_global_seed_stream():
     plain = torch.randn(48, 16, generator=torch.Generator().manual_seed(0))
     plain = plain / plain.norm(dim=-1, keepdim=True)
     assert (sae.W_dec[0] @ plain.T).abs().max() < 0.99
+
+
+def test_sparse_decode_equals_dense_decode_with_gradients():
+    sae = _perturbed("topk").train()
+    x = torch.randn(64, 16)
+    pre = sae.pre_acts(x)
+    values, idx = pre.topk(4, dim=-1)
+    values = values.relu()
+    sparse = sae.decode_sparse(values, idx)
+    dense = sae.decode(torch.zeros_like(pre).scatter(-1, idx, values))
+    torch.testing.assert_close(sparse, dense, atol=1e-5, rtol=1e-5)
+    g_sparse = torch.autograd.grad(sparse.pow(2).sum(), [sae.W_dec, sae.W_enc, sae.b_dec], retain_graph=True)
+    g_dense = torch.autograd.grad(dense.pow(2).sum(), [sae.W_dec, sae.W_enc, sae.b_dec])
+    for a, b in zip(g_sparse, g_dense):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(sae(x).x_hat, dense, atol=1e-5, rtol=1e-5)
