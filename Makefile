@@ -45,9 +45,12 @@ book: execute
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
+# Each script prints a table with ratios measured in the same run; benchmarks/README.md keeps the latest ones.
 bench: setup
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_stability.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_collection.py
+	$(BIN)/python benchmarks/bench_book.py
 
 lint: setup
 	$(BIN)/ruff check saelib tests benchmarks
