@@ -86,6 +86,63 @@ class _Step(torch.autograd.Function):
         return None, (-kernel * grad).sum_to_size(theta.shape), None
 
 
+class _TopKEncoder(torch.autograd.Function):
+    """Encoder, TopK selection and (for AuxK) the top dead latents, with a sparse backward pass.
+
+    The loss depends on the pre-activations only at the selected entries, so the encoder-weight gradient is the
+    product of the inputs with a matrix holding `k + aux_k` non-zeros per token: a sparse-dense product costing
+    `B * (k + aux_k) * d_in` per seed instead of the dense `B * d_sae * d_in` (about 9x faster at d_sae 4096).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, W_enc: Tensor, bias: Tensor, k: int, dead: Tensor | None, aux_k: int):
+        pre = torch.baddbmm(bias, x, W_enc)  # (S, B, d_sae)
+        values, idx = pre.topk(k, dim=-1, sorted=False)  # (S, B, k)
+        if dead is None:
+            aux_values, aux_idx, aux_ok = pre.new_zeros(0), idx.new_zeros(0), pre.new_zeros(0)
+        else:
+            aux_values, aux_idx = pre.masked_fill_(~dead.unsqueeze(1), -torch.inf).topk(aux_k, dim=-1, sorted=False)
+            aux_ok = torch.isfinite(aux_values).to(pre.dtype)  # fewer than aux_k dead latents: pad entries
+            aux_values = aux_values.nan_to_num(0.0, posinf=0.0, neginf=0.0)
+        ctx.save_for_backward(x, idx, aux_idx, aux_ok)
+        ctx.d_sae, ctx.has_aux = W_enc.shape[-1], dead is not None
+        ctx.mark_non_differentiable(idx, aux_idx)
+        return values, idx, aux_values, aux_idx
+
+    @staticmethod
+    def backward(ctx, g_values: Tensor, _g_idx, g_aux: Tensor, _g_aux_idx):
+        x, idx, aux_idx, aux_ok = ctx.saved_tensors
+        if ctx.has_aux:
+            g_values, idx = torch.cat([g_values, g_aux * aux_ok], -1), torch.cat([idx, aux_idx], -1)
+        S, B, K = idx.shape
+        F = ctx.d_sae
+        g = g_values.reshape(S, B * K)
+        grad_bias = torch.zeros(S, F, dtype=g.dtype, device=g.device).scatter_add_(1, idx.view(S, -1), g)
+        rows = (idx + torch.arange(S, device=idx.device).view(S, 1, 1) * F).reshape(-1)
+        if x.stride(0) == 0:  # one batch shared by all seeds (an expanded view): no copy
+            X, cols = x[0], torch.arange(B, device=idx.device).repeat_interleave(K).repeat(S)
+        else:
+            X, cols = x.reshape(S * B, -1), torch.arange(S * B, device=idx.device).repeat_interleave(K)
+        G = torch.sparse_coo_tensor(torch.stack([rows, cols]), g.reshape(-1), (S * F, X.shape[0]),
+                                    check_invariants=False)
+        grad_W = torch.sparse.mm(G, X).view(S, F, -1).transpose(1, 2)  # (S, d_in, d_sae)
+        return None, grad_W, grad_bias.unsqueeze(1), None, None, None
+
+
+class TopKStep(NamedTuple):
+    """What `SAE.topk_step` returns: a TopK training forward pass kept sparse."""
+
+    x_hat: Tensor
+    """Reconstructions `(S, B, d_in)`."""
+    values: Tensor
+    """Active latents' values `(S, B, k)` (after ReLU)."""
+    idx: Tensor
+    """Their indices `(S, B, k)`."""
+    aux_hat: Tensor | None
+    """AuxK: reconstruction of the residual by the top `aux_k` dead latents `(S, B, d_in)`, no bias; None without
+    dead latents."""
+
+
 class SAE(nn.Module):
     """`cfg.n_seeds` SAEs of one shape; every method works on all seeds at once."""
 
@@ -167,7 +224,26 @@ class SAE(nn.Module):
         """Reconstructions `(S, B, d_in)` of latents `(S, B, d_sae)`."""
         return torch.baddbmm(self.b_dec.unsqueeze(1), z, self.W_dec)
 
-    def decode_sparse(self, values: Tensor, idx: Tensor) -> Tensor:
+    def topk_step(self, x: Tensor, dead: Tensor | None = None, aux_k: int = 256) -> TopKStep:
+        """TopK forward pass for training, sparse end to end (same values and gradients as `forward`).
+
+        Args:
+            x: activations `(B, d_in)` or `(S, B, d_in)`.
+            dead: `(S, d_sae)` bool of latents counted as dead, for the AuxK loss (Gao et al. 2024, A.2); None
+                skips it.
+            aux_k: dead latents used by AuxK (capped at d_sae).
+        """
+        if self.cfg.variant != "topk":
+            raise ValueError(f"topk_step needs the topk variant, not {self.cfg.variant!r}")
+        x = self._seed_batch(x).to(self.W_enc.dtype)
+        bias = self.b_enc.unsqueeze(1) - torch.bmm(self.b_dec.unsqueeze(1), self.W_enc)  # (S, 1, d_sae)
+        aux_k = min(aux_k, self.cfg.d_sae)
+        values, idx, aux_values, aux_idx = _TopKEncoder.apply(x, self.W_enc, bias, self.cfg.k, dead, aux_k)
+        values = values.relu()
+        aux_hat = None if dead is None else self.decode_sparse(aux_values.relu(), aux_idx, bias=False)
+        return TopKStep(self.decode_sparse(values, idx), values, idx, aux_hat)
+
+    def decode_sparse(self, values: Tensor, idx: Tensor, bias: bool = True) -> Tensor:
         """Reconstructions `(S, B, d_in)` from the k active latents of each token: values and indices `(S, B, k)`.
 
         Equal to `decode` of the scattered latents, at `k / d_sae` of its cost: one `embedding_bag` over the
@@ -179,7 +255,8 @@ class SAE(nn.Module):
             (idx + offsets).view(S * B, k), self.W_dec.reshape(S * self.cfg.d_sae, self.cfg.d_in),
             per_sample_weights=values.reshape(S * B, k), mode="sum",
         )
-        return out.view(S, B, -1) + self.b_dec.unsqueeze(1)
+        out = out.view(S, B, -1)
+        return out + self.b_dec.unsqueeze(1) if bias else out
 
     def forward(self, x: Tensor) -> SAEOutput:
         pre = self.pre_acts(x)

@@ -89,17 +89,20 @@ class TrainResult(NamedTuple):
     """Training curves: `step`, `tokens`, `lr`, and per-seed lists `fvu`, `l0`, `dead_fraction`, `aux_loss`."""
 
 
-def _aux_k_loss(sae: SAE, pre: Tensor, residual: Tensor, dead: Tensor, aux_k: int) -> Tensor:
-    """AuxK loss per seed `(S,)`: how well the top dead latents reconstruct the residual (Gao et al., A.2)."""
-    kk = min(aux_k, sae.cfg.d_sae)
-    masked = pre.masked_fill(~dead.unsqueeze(1), -torch.inf)  # (S, B, d_sae)
-    values, idx = masked.topk(kk, dim=-1, sorted=False)
-    values = values.relu().nan_to_num(0.0, posinf=0.0, neginf=0.0)  # -inf (alive) entries become 0
-    z = torch.zeros_like(pre).scatter_(-1, idx, values)
-    e_hat = torch.bmm(z, sae.W_dec)  # (S, B, d_in), no bias: it reconstructs a residual
+def _residual_loss(e_hat: Tensor, residual: Tensor, dead: Tensor) -> Tensor:
+    """AuxK loss per seed `(S,)`: how well the dead latents' reconstruction `e_hat` explains the residual
+    (Gao et al. 2024, A.2), normalised by the residual's variance; 0 for seeds without dead latents."""
     var = (residual - residual.mean(1, keepdim=True)).pow(2).sum(-1).mean(-1).clamp_min(1e-12)
     loss = (e_hat - residual).pow(2).sum(-1).mean(-1) / var
     return torch.where(dead.any(-1), loss, torch.zeros_like(loss))
+
+
+def _dense_aux_hat(sae: SAE, pre: Tensor, dead: Tensor, aux_k: int) -> Tensor:
+    """Reconstruction `(S, B, d_in)` by the top `aux_k` dead latents of each token, from dense pre-activations."""
+    masked = pre.masked_fill(~dead.unsqueeze(1), -torch.inf)  # (S, B, d_sae)
+    values, idx = masked.topk(min(aux_k, sae.cfg.d_sae), dim=-1, sorted=False)
+    z = torch.zeros_like(pre).scatter_(-1, idx, values.relu())  # -inf (alive) entries become 0
+    return torch.bmm(z, sae.W_dec)  # no bias: it reconstructs a residual
 
 
 def _clip_per_seed_(params: list[Tensor], max_norm: float) -> None:
@@ -178,16 +181,26 @@ def train_saes(
                 check_activations(x, cfg.d_in)
                 with torch.no_grad():  # start the decoder bias at the data mean (shared by all seeds)
                     sae.b_dec.copy_(x.mean(0).expand_as(sae.b_dec))
-            out = sae(x)
+            dead = since_fired >= train.dead_after_tokens
+            use_aux = cfg.variant in ("topk", "batchtopk") and train.aux_coefficient > 0 and bool(dead.any())
+            if cfg.variant == "topk":  # sparse forward and backward
+                out = sae.topk_step(x, dead if use_aux else None, train.aux_k)
+                aux_hat = out.aux_hat
+                with torch.no_grad():
+                    active = out.values > 0  # (S, B, k)
+                    fired = torch.zeros_like(dead).scatter_(1, out.idx.flatten(1), active.flatten(1))
+            else:
+                out = sae(x)
+                aux_hat = _dense_aux_hat(sae, out.pre, dead, train.aux_k) if use_aux else None
+                active = out.latents > 0  # (S, B, d_sae)
+                fired = active.any(1)
             var = (x - x.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
             fvu = (out.x_hat - x).pow(2).sum(-1).mean(-1) / var  # (S,)
             loss = fvu
             aux = torch.zeros_like(fvu)
-            if cfg.variant in ("topk", "batchtopk") and train.aux_coefficient > 0:
-                dead = since_fired >= train.dead_after_tokens
-                if dead.any():
-                    aux = _aux_k_loss(sae, out.pre, (x - out.x_hat).detach(), dead, train.aux_k)
-                    loss = loss + train.aux_coefficient * aux
+            if use_aux:
+                aux = _residual_loss(aux_hat, (x - out.x_hat).detach(), dead)
+                loss = loss + train.aux_coefficient * aux
             elif cfg.variant == "relu":
                 loss = loss + cfg.l1_coefficient * out.latents.sum(-1).mean(-1) / var.sqrt()
             elif cfg.variant == "jumprelu":
@@ -200,7 +213,6 @@ def train_saes(
             sched.step()
             sae.normalize_decoder_()
             with torch.no_grad():
-                fired = (out.latents > 0).any(1)
                 since_fired = torch.where(fired, torch.zeros_like(since_fired), since_fired + x.shape[0])
             step += 1
             if step % train.log_every == 0 or step == n_steps:
@@ -209,7 +221,7 @@ def train_saes(
                     history["tokens"].append(step * train.batch_size)
                     history["lr"].append(sched.get_last_lr()[0])
                     history["fvu"].append(fvu.tolist())
-                    history["l0"].append((out.latents > 0).sum(-1).float().mean(-1).tolist())
+                    history["l0"].append(active.sum(-1).float().mean(-1).tolist())
                     history["dead_fraction"].append((since_fired >= train.dead_after_tokens).float().mean(-1).tolist())
                     history["aux_loss"].append(aux.tolist())
                 bar.set_postfix(fvu=f"{fvu.mean().item():.3f}")

@@ -126,3 +126,31 @@ def test_sparse_decode_equals_dense_decode_with_gradients():
     for a, b in zip(g_sparse, g_dense):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(sae(x).x_hat, dense, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shared_batch", [True, False])
+def test_sparse_topk_step_matches_dense_forward_and_gradients(shared_batch):
+    from saelib.train import _dense_aux_hat
+
+    sae = _perturbed("topk").train()
+    x = torch.randn(40, 16) if shared_batch else torch.randn(3, 40, 16)
+    dead = torch.rand(3, 48) < 0.3
+    dead[1] = False  # a seed without dead latents
+    dead[2, :2] = True  # fewer dead latents than aux_k on some seeds: padded entries must not leak gradient
+    params = [sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec]
+
+    fast = sae.topk_step(x, dead, aux_k=20)
+    loss_fast = fast.x_hat.pow(2).sum() + fast.aux_hat.pow(3).sum()
+    g_fast = torch.autograd.grad(loss_fast, params)
+
+    dense = sae(x)
+    aux_hat = _dense_aux_hat(sae, dense.pre, dead, 20)
+    loss_dense = dense.x_hat.pow(2).sum() + aux_hat.pow(3).sum()
+    g_dense = torch.autograd.grad(loss_dense, params)
+
+    torch.testing.assert_close(fast.x_hat, dense.x_hat, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast.aux_hat, aux_hat, atol=1e-5, rtol=1e-5)
+    for a, b in zip(g_fast, g_dense):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    no_aux = sae.topk_step(x)
+    assert no_aux.aux_hat is None and torch.allclose(no_aux.x_hat, fast.x_hat)
