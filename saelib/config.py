@@ -221,7 +221,8 @@ class StabilityConfig:
     similarity: str = "decoder"
     """`decoder`, `encoder`, or `min` (the smaller of the two cosines)."""
     chunk_size: int = 4096
-    """Rows and columns per block of the cosine matrix; memory is O(chunk_size^2) whatever d_sae is."""
+    """Most rows and columns per block of the cosine matrix (on CPU also at most `stability.CPU_BLOCK`, faster);
+    memory is O(chunk_size^2) whatever d_sae is."""
 
     def __post_init__(self) -> None:
         _fraction("StabilityConfig", lo_open=True, threshold=self.threshold)

@@ -99,3 +99,92 @@ def test_hungarian_against_scipy_reference():
 def test_needs_two_seeds(one):
     with pytest.raises(ValueError, match="2 seeds"):
         st.feature_stability(one)
+
+
+def _plain_max_cosine(dirs: list[torch.Tensor], alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plain reference: whole cosine matrices of every ordered pair, dead columns masked, max and argmax."""
+    unit = [d / d.norm(dim=-1, keepdim=True) for d in dirs]
+    S, F, _ = dirs[0].shape
+    best = torch.full((S, S, F), torch.nan)
+    arg = torch.full((S, S, F), -1, dtype=torch.long)
+    for s in range(S):
+        for t in range(S):
+            if s != t:
+                sim = torch.stack([u[s] @ u[t].T for u in unit]).amin(0).masked_fill(~alive[t], -torch.inf)
+                best[s, t], arg[s, t] = sim.max(1)
+    return best, arg
+
+
+@pytest.mark.parametrize("n_sets", [1, 2])
+@pytest.mark.parametrize("chunk_size,cpu_block", [(7, 1024), (64, 1024), (4096, 16), (4096, 1024)])
+def test_fast_max_cosine_equals_plain_reference(monkeypatch, n_sets, chunk_size, cpu_block):
+    monkeypatch.setattr(st, "CPU_BLOCK", cpu_block)
+    dirs = [torch.randn(3, 50, 12) for _ in range(n_sets)]
+    alive = torch.rand(3, 50) > 0.3
+    alive[2, :20] = False  # a whole block of dead latents
+    for al in (None, alive):
+        ref, ref_arg = _plain_max_cosine(dirs, torch.ones(3, 50, dtype=torch.bool) if al is None else al)
+        got, got_arg = st.cross_seed_max_cosine(dirs if n_sets > 1 else dirs[0], alive=al, chunk_size=chunk_size)
+        torch.testing.assert_close(got, ref, equal_nan=True)
+        assert torch.equal(got_arg, ref_arg)
+
+
+def test_sparse_matching_recovers_hidden_permutation_exactly():
+    a = torch.randn(300, 16)
+    perm = torch.randperm(300)
+    b = a[perm] + 0.05 * torch.randn(300, 16)
+    dense = st.hungarian_match(a, b)
+    for k in (4, 16):
+        sparse = st.sparse_hungarian_match(a, b, k=k)
+        assert np.array_equal(sparse[0], dense[0]) and np.array_equal(sparse[1], dense[1])
+        assert np.array_equal(perm.numpy()[sparse[1]], sparse[0])
+        np.testing.assert_allclose(sparse[2], dense[2], atol=1e-5)
+    assert np.array_equal(st.hungarian_match(a, b, method="sparse")[1], dense[1])
+
+
+def test_sparse_matching_rectangular_equals_dense():
+    a = torch.randn(40, 16)
+    b = torch.cat([a[torch.randperm(40)], torch.randn(25, 16)]) + 0.01 * torch.randn(65, 16)
+    dense, sparse = st.hungarian_match(a, b), st.sparse_hungarian_match(a, b, k=8)
+    assert np.array_equal(sparse[0], dense[0]) and np.array_equal(sparse[1], dense[1])
+
+
+def test_sparse_matching_on_random_directions_is_close_to_dense():
+    a, b = torch.randn(400, 24), torch.randn(400, 24)
+    _, cols, cos = st.hungarian_match(a, b)
+    _, cols_s, cos_s = st.sparse_hungarian_match(a, b, k=16)
+    agreement = (cols == cols_s).mean()
+    assert cos_s.sum() >= 0.95 * cos.sum(), (cos_s.sum(), cos.sum())
+    assert cos_s.sum() <= cos.sum() + 1e-4  # dense is optimal
+    assert agreement > 0.7, f"agreement of sparse with dense matches: {agreement:.3f}"
+    assert len(np.unique(cols_s)) == 400  # one-to-one
+
+
+def test_sparse_matching_without_full_matching_falls_back_to_dense(caplog):
+    # A hub: every row's nearest column is column 0, and every other column's nearest row is row 0, so with k=1 rows
+    # 1..n-1 share a single neighbour and the graph has no full matching.
+    n = 5
+    h, e, f = torch.eye(1 + 2 * n)[0], torch.eye(1 + 2 * n)[1 : 1 + n], torch.eye(1 + 2 * n)[1 + n :]
+    a = torch.stack([h + 0.1 * e[0]] + [h + 0.3 * e[0] + 0.3 * f[i] for i in range(1, n)])
+    b = torch.stack([h + 0.5 * e[j] for j in range(n)])
+    graph = st.knn_cosine_graph(a, b, k=1)
+    assert graph[:, 1:].nnz == n - 1 and graph[1:, 1:].nnz == 0
+    with caplog.at_level("WARNING", logger="saelib.stability"):
+        rows, cols, cos = st.sparse_hungarian_match(a, b, k=1)
+    assert "no full matching" in caplog.text
+    dense = st.hungarian_match(a, b)
+    assert np.array_equal(rows, dense[0]) and np.array_equal(cols, dense[1]) and np.allclose(cos, dense[2])
+
+
+def test_matching_method_auto_and_scores(one, monkeypatch):
+    sae = _copies(one, 3, permute=True)
+    for method in ("dense", "sparse", "auto"):
+        assert st.pw_mcc(sae, method) == pytest.approx(1.0)
+        assert np.allclose(st.pairwise_shared_fraction(sae, method=method), 1.0)
+    monkeypatch.setattr(st, "SPARSE_MATCH_ABOVE", 10)
+    calls = []
+    monkeypatch.setattr(st, "sparse_hungarian_match", lambda a, b, k: calls.append(k) or st.hungarian_match(a, b))
+    st.pw_mcc(sae)
+    assert calls == [16, 16, 16]
+    with pytest.raises(ValueError, match="method"):
+        st.hungarian_match(torch.randn(3, 2), torch.randn(3, 2), method="greedy")
