@@ -284,7 +284,7 @@ class SAE(nn.Module):
         """Drop the gradient component along each decoder row, so that unit-norm rows stay on the sphere."""
         if self.W_dec.grad is not None:
             g = self.W_dec.grad
-            g -= (g * self.W_dec).sum(-1, keepdim=True) * self.W_dec
+            g -= torch.linalg.vecdot(g, self.W_dec).unsqueeze(-1) * self.W_dec
 
     @torch.no_grad()
     def decoder_directions(self) -> Tensor:

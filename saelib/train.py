@@ -108,10 +108,11 @@ def _dense_aux_hat(sae: SAE, pre: Tensor, dead: Tensor, aux_k: int) -> Tensor:
 def _clip_per_seed_(params: list[Tensor], max_norm: float) -> None:
     """Scale each seed's gradient so that its norm over all parameters is at most `max_norm`."""
     grads = [p.grad for p in params if p.grad is not None]
-    sq = sum(g.pow(2).flatten(1).sum(1) for g in grads)  # (S,)
+    sq = sum(torch.linalg.vector_norm(g.flatten(1), dim=1).pow(2) for g in grads)  # (S,), no temporaries
     scale = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(scale.view(-1, *([1] * (g.ndim - 1))))
+    if bool((scale < 1).any()):  # most steps clip nothing: skip the passes over the weights
+        for g in grads:
+            g.mul_(scale.view(-1, *([1] * (g.ndim - 1))))
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
