@@ -130,6 +130,11 @@ class TrainConfig:
     """Per-seed gradient-norm clip (per seed, so that seeds stay independent)."""
     data_seed: int = 0
     """Seed of the batch order shared by all SAE seeds."""
+    normalize_activations: bool = False
+    """Train on activations scaled by one constant so that their mean squared norm is d_in (SAELens's
+    `expected_average_only_in`); the constant is folded back into the trained SAE, which then takes raw activations.
+    Use it for language-model activations, whose scale (hundreds, with outlier dimensions) would otherwise make
+    Adam's steps on the biases and thresholds negligible."""
     checkpoint_every: int = 0
     """Write a checkpoint every this many steps (0: only at the end of an interrupted run's last full step)."""
     log_every: int = 50

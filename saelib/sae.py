@@ -275,6 +275,23 @@ class SAE(nn.Module):
         return _Step.apply(pre, theta, self.cfg.jumprelu_bandwidth).sum(-1).mean(-1)
 
     @torch.no_grad()
+    def fold_input_scale_(self, c: float) -> None:
+        """Make an SAE trained on `c * x` take raw `x`: afterwards `self(x).x_hat == old(c * x).x_hat / c`.
+
+        The latents are divided by c as well (biases and thresholds scale with them), so decoder rows keep unit norm
+        and the encoder weights are unchanged. Every variant's activation is positively homogeneous once its
+        thresholds are scaled, so the same latents stay active.
+        """
+        if not c > 0:
+            raise ValueError(f"scale c={c} must be positive")
+        self.b_enc /= c
+        self.b_dec /= c
+        if self.cfg.variant == "jumprelu":
+            self.log_threshold -= torch.log(torch.tensor(c, dtype=self.log_threshold.dtype))
+        if self.cfg.variant == "batchtopk":
+            self.threshold /= c
+
+    @torch.no_grad()
     def normalize_decoder_(self) -> None:
         """Rescale decoder rows to unit norm."""
         self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)

@@ -105,6 +105,19 @@ def _dense_aux_hat(sae: SAE, pre: Tensor, dead: Tensor, aux_k: int) -> Tensor:
     return torch.bmm(z, sae.W_dec)  # no bias: it reconstructs a residual
 
 
+@torch.no_grad()
+def activation_scale(data: Any, batch_size: int, data_seed: int, n_batches: int = 8) -> float:
+    """The constant `c` with `E ||c x||^2 = d_in`, estimated on the first `n_batches` batches of the stream."""
+    total, n = 0.0, 0
+    for i, x in enumerate(batch_stream(data, batch_size, data_seed)):
+        if i == n_batches:
+            break
+        total += float(x.double().pow(2).sum())
+        n += x.shape[0]
+        d_in = x.shape[-1]
+    return math.sqrt(d_in * n / total) if total > 0 else 1.0
+
+
 def _clip_per_seed_(params: list[Tensor], max_norm: float) -> None:
     """Scale each seed's gradient so that its norm over all parameters is at most `max_norm`."""
     grads = [p.grad for p in params if p.grad is not None]
@@ -171,6 +184,7 @@ def train_saes(
                 "history": history, "step": step,
             })
 
+    scale = activation_scale(data, train.batch_size, train.data_seed) if train.normalize_activations else 1.0
     stream = batch_stream(data, train.batch_size, train.data_seed, start_step=step)
     bar = tqdm(total=n_steps, initial=step, disable=not progress, desc=f"train {cfg.n_seeds}x{cfg.variant}-{cfg.d_sae}")
     try:
@@ -178,6 +192,8 @@ def train_saes(
             if step >= n_steps:
                 break
             x = x.to(device, torch.float32, non_blocking=True)
+            if scale != 1.0:
+                x = x * scale
             if step == 0:
                 check_activations(x, cfg.d_in)
                 with torch.no_grad():  # start the decoder bias at the data mean (shared by all seeds)
@@ -234,6 +250,8 @@ def train_saes(
         raise
     finally:
         bar.close()
+    sae.fold_input_scale_(scale)
+    history["input_scale"] = scale
     return TrainResult(sae.eval(), history)
 
 

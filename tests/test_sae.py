@@ -154,3 +154,15 @@ def test_sparse_topk_step_matches_dense_forward_and_gradients(shared_batch):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     no_aux = sae.topk_step(x)
     assert no_aux.aux_hat is None and torch.allclose(no_aux.x_hat, fast.x_hat)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fold_input_scale_makes_the_sae_take_raw_inputs(variant):
+    sae = _perturbed(variant)
+    x, c = torch.randn(30, 16), 0.01
+    expected = sae(c * x)
+    sae.fold_input_scale_(c)
+    out = sae(x)
+    torch.testing.assert_close(out.x_hat, expected.x_hat / c, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(out.latents, expected.latents / c, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(3, 48))

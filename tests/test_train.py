@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -113,3 +115,18 @@ def test_lr_schedule_shape():
     f = [lr_factor(s, 100, 0.1, 0.2) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == 1.0 and f[50] == 1.0
     assert f[80] == 1.0 and f[99] == pytest.approx(0.05) and all(a >= b for a, b in zip(f[80:], f[81:]))
+
+
+def test_normalized_training_on_large_activations():
+    x, D = _planted(d=32)
+    big = 1000.0 * x  # language-model-like scale
+    cfg = SAEConfig(d_in=32, d_sae=32, k=3, n_seeds=2)
+    tc = TrainConfig(n_tokens=40_000, batch_size=256, dead_after_tokens=2000, device="cpu", normalize_activations=True)
+    res = train_saes(cfg, tc, big, progress=False)
+    expected = (32 / big.pow(2).sum(-1).mean()).sqrt().item()
+    assert res.history["input_scale"] == pytest.approx(expected, rel=0.1)
+    ev = evaluate_sae(res.sae, big)  # the folded SAE takes raw activations
+    assert (ev.explained_variance > 0.85).all(), ev.explained_variance
+    assert ((res.sae.decoder_directions() @ D.T).amax(1).mean(-1) > 0.8).all()
+    raw = train_saes(cfg, replace(tc, normalize_activations=False), x, progress=False)
+    torch.testing.assert_close(evaluate_sae(raw.sae, x).explained_variance, ev.explained_variance, atol=0.03, rtol=0)
