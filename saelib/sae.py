@@ -184,10 +184,12 @@ class SAE(nn.Module):
     def pre_acts(self, x: Tensor) -> Tensor:
         """Pre-activations `(S, B, d_sae)` of x `(B, d_in)` or `(S, B, d_in)`."""
         x = self._seed_batch(x).to(self.W_enc.dtype)
-        # (x - b_dec) @ W_enc + b_enc, with b_dec folded into the bias: x needs no gradient, so the backward pass
-        # runs one large matmul (for W_enc) instead of two; b_dec's gradient flows through the (S, 1, d_sae) bias.
-        bias = self.b_enc.unsqueeze(1) - torch.bmm(self.b_dec.unsqueeze(1), self.W_enc)  # (S, 1, d_sae)
-        return torch.baddbmm(bias, x, self.W_enc)
+        return torch.baddbmm(self._encoder_bias(), x, self.W_enc)
+
+    def _encoder_bias(self) -> Tensor:
+        """`b_enc - b_dec @ W_enc` `(S, 1, d_sae)`, so that `pre = x @ W_enc + bias = (x - b_dec) @ W_enc + b_enc`:
+        x then needs no gradient, and the backward pass runs one large matmul (for W_enc) instead of two."""
+        return self.b_enc.unsqueeze(1) - torch.bmm(self.b_dec.unsqueeze(1), self.W_enc)
 
     def activate(self, pre: Tensor) -> Tensor:
         """Latents `(S, B, d_sae)` from pre-activations, by the variant's rule (training or inference mode)."""
@@ -236,9 +238,10 @@ class SAE(nn.Module):
         if self.cfg.variant != "topk":
             raise ValueError(f"topk_step needs the topk variant, not {self.cfg.variant!r}")
         x = self._seed_batch(x).to(self.W_enc.dtype)
-        bias = self.b_enc.unsqueeze(1) - torch.bmm(self.b_dec.unsqueeze(1), self.W_enc)  # (S, 1, d_sae)
         aux_k = min(aux_k, self.cfg.d_sae)
-        values, idx, aux_values, aux_idx = _TopKEncoder.apply(x, self.W_enc, bias, self.cfg.k, dead, aux_k)
+        values, idx, aux_values, aux_idx = _TopKEncoder.apply(
+            x, self.W_enc, self._encoder_bias(), self.cfg.k, dead, aux_k
+        )
         values = values.relu()
         aux_hat = None if dead is None else self.decode_sparse(aux_values.relu(), aux_idx, bias=False)
         return TopKStep(self.decode_sparse(values, idx), values, idx, aux_hat)

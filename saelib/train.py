@@ -86,7 +86,8 @@ class TrainResult(NamedTuple):
     sae: SAE
     """The trained stack, in inference mode."""
     history: dict[str, list]
-    """Training curves: `step`, `tokens`, `lr`, and per-seed lists `fvu`, `l0`, `dead_fraction`, `aux_loss`."""
+    """Training curves: `step`, `tokens`, `lr`, and per-seed lists `fvu`, `l0`, `dead_fraction`, `aux_loss`; plus
+    `input_scale`, the constant the inputs were multiplied by while training (1.0 unless `normalize_activations`)."""
 
 
 def _residual_loss(e_hat: Tensor, residual: Tensor, dead: Tensor) -> Tensor:
