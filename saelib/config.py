@@ -356,3 +356,162 @@ ACTIVATION_SCALES: dict[str, ActivationConfig] = {
                               n_eval_contexts=256, contexts_per_shard=512, batch_contexts=64, dtype="float32"),
 }
 """`ActivationConfig` per named scale (`smoke`, `default`, `gpu`, `paper`)."""
+
+
+# --- The stability study on language-model activations (chapter 1; saelib/grid.py) ----------------------------------
+
+
+@dataclass(frozen=True)
+class StabilityStudy:
+    """The grid of SAEs chapter 1 trains (layers x variants x dictionary sizes, `n_seeds` seeds each) and how they are
+    scored. Chapters 2, 3 and 5 reuse its SAEs and its stable/unstable split, mostly those of `reference`."""
+
+    activations: tuple[ActivationConfig, ...]
+    """One activation store per layer studied (same model and corpus; later layers may collect fewer tokens)."""
+    variants: tuple[str, ...] = ("topk", "batchtopk")
+    """SAE variants trained at every layer and size (`VARIANTS`)."""
+    sizes: tuple[int, ...] = (1024, 2048, 4096)
+    """Dictionary sizes `d_sae`."""
+    k: int = 32
+    """Active latents per token (TopK, BatchTopK)."""
+    n_seeds: int = 5
+    """Independently initialised seeds per grid point (same data, same batch order)."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(n_tokens=200_000))
+    """Training of every SAE of the grid."""
+    stability: StabilityConfig = field(default_factory=StabilityConfig)
+    """Threshold tau and stable/unstable cut-offs."""
+    reference: tuple[int, str, int] = (6, "topk", 4096)
+    """(layer, variant, d_sae) of the SAEs that chapters 2, 3 and 5 study in depth."""
+    n_ce_contexts: int = 8
+    """Held-out contexts on which CE with the SAE spliced in is measured (about 100 tokens/s on a 2-core CPU)."""
+    thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
+    """The tau values of the threshold-sensitivity view."""
+
+    def __post_init__(self) -> None:
+        if not self.activations:
+            raise ValueError("StabilityStudy.activations is empty; give one ActivationConfig per layer")
+        layers = [a.layer for a in self.activations]
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"StabilityStudy.activations has repeated layers {layers}")
+        if len({(a.model, a.hook, a.corpus) for a in self.activations}) != 1:
+            raise ValueError("StabilityStudy.activations must share model, hook and corpus (they differ by layer)")
+        bad = [v for v in self.variants if v not in VARIANTS]
+        if not self.variants or bad:
+            raise ValueError(f"StabilityStudy.variants={self.variants!r} must be non-empty, from {', '.join(VARIANTS)}")
+        if not self.sizes or min(self.sizes) <= self.k:
+            raise ValueError(f"StabilityStudy.sizes={self.sizes!r} must be non-empty and each larger than k={self.k}")
+        if self.n_seeds < 2:
+            raise ValueError(f"StabilityStudy.n_seeds={self.n_seeds} must be >= 2 (stability compares seeds)")
+        layer, variant, d_sae = self.reference
+        if layer not in layers or variant not in self.variants or d_sae not in self.sizes:
+            raise ValueError(f"StabilityStudy.reference={self.reference!r} is not a point of the grid")
+        _positive("StabilityStudy", n_ce_contexts=self.n_ce_contexts)
+        _fraction("StabilityStudy", lo_open=True, **{f"thresholds[{i}]": t for i, t in enumerate(self.thresholds)})
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """The layers studied, in the order of `activations`."""
+        return tuple(a.layer for a in self.activations)
+
+    def activations_at(self, layer: int) -> ActivationConfig:
+        """The `ActivationConfig` of `layer`."""
+        for a in self.activations:
+            if a.layer == layer:
+                return a
+        raise ValueError(f"layer={layer} is not studied; layers are {self.layers}")
+
+
+def stability_study(scale: str) -> StabilityStudy:
+    """The chapter-1 grid at a named scale (`smoke`, `default`, `gpu`, `paper`)."""
+    check_scale(scale)
+    base = ACTIVATION_SCALES[scale]
+    if scale == "smoke":
+        acts = (replace(base, layer=3), base)
+        train = TrainConfig(n_tokens=8_192, batch_size=512, lr=2e-3, normalize_activations=True,
+                            dead_after_tokens=4_096)
+        return StabilityStudy(acts, sizes=(128, 256), k=8, n_seeds=3, train=train, reference=(6, "topk", 256),
+                              n_ce_contexts=2, thresholds=(0.5, 0.7, 0.9))
+    if scale == "default":
+        # Block 6 reads the 1M-token store of chapter 3's collection; block 3 collects a shorter one (~2 minutes).
+        acts = (replace(base, layer=3, n_train_tokens=DEFAULT_TRAIN_TOKENS), base)
+        train = TrainConfig(n_tokens=DEFAULT_TRAIN_TOKENS, batch_size=1024, lr=2e-3, normalize_activations=True,
+                            dead_after_tokens=100_000)
+        return StabilityStudy(acts, train=train)
+    # gpu / paper: hub models, bigger dictionaries, more seeds, more tokens (several epochs of the capped corpus).
+    acts = tuple(replace(base, layer=layer) for layer in (3, 6, 9))
+    train = TrainConfig(n_tokens=20_000_000, batch_size=4096, normalize_activations=True)
+    if scale == "gpu":
+        return StabilityStudy(acts, sizes=(4096, 8192, 16384), n_seeds=5, train=train, reference=(6, "topk", 16384),
+                              n_ce_contexts=64)
+    return StabilityStudy(acts, variants=("topk", "batchtopk", "relu", "jumprelu"), sizes=(16384, 32768, 65536),
+                          n_seeds=8, train=train, reference=(6, "topk", 32768), n_ce_contexts=128)
+
+
+DEFAULT_TRAIN_TOKENS = 200_000
+"""Training tokens per SAE of the default grid (2-core CPU budget; see chapter 1's prose on what this costs)."""
+
+
+# --- Pooling unique cross-seed features (chapter 5; saelib/pooling.py) ---------------------------------------------
+
+POOL_RANKINGS = ("seeds", "mass")
+"""How pooled clusters are ordered before the first `d_sae` are kept (`PoolingConfig.rank_by`)."""
+
+
+@dataclass(frozen=True)
+class PoolingConfig:
+    """How a pooled SAE is built from the features of a group of seeds (PAPER.md, claim 5; `saelib.pooling`).
+
+    The alive decoder rows of the group's seeds are pooled, near-duplicates merged (one representative per cluster),
+    the clusters ranked and the first `d_sae` kept; the SAE built from them is fine-tuned briefly. Two pooled SAEs
+    from disjoint groups of seeds are compared as two seeds of a standard SAE are.
+    """
+
+    threshold: float = 0.7
+    """Cosine at or above which two pooled decoder rows are near-duplicates (the stability threshold tau)."""
+    seeds_per_group: int = 2
+    """Seeds pooled into each pooled SAE; the two pooled SAEs use seeds `0..n-1` and `n..2n-1`."""
+    large_factor: float = 1.5
+    """Size of the larger pooled variant, as a multiple of the standard `d_sae` (capped by the clusters found)."""
+    rank_by: str = "seeds"
+    """`seeds`: clusters holding more of the group's seeds first, then by activation mass; `mass`: mass only."""
+    mass_tokens: int = 65_536
+    """Training tokens on which each latent's activation mass (mean activation per token) and liveness are measured."""
+    finetune_frac: float = 0.25
+    """Fine-tuning tokens, as a fraction of the standard SAEs' training tokens."""
+    finetune_lr: float | None = None
+    """Fine-tuning learning rate; None uses the standard training's."""
+    train_decoder: bool = False
+    """Fine-tune the decoder rows too; by default they stay as pooled (the encoder and both biases train)."""
+    sweep: tuple[int, ...] = (1, 2, 3, 4)
+    """Seeds per group in the sweep over the number of pooled seeds (needs `2 * max(sweep)` seeds)."""
+    n_large_standard: int = 2
+    """Standard seeds trained at the larger variant's size, its like-for-like baseline (0: none)."""
+
+    def __post_init__(self) -> None:
+        _fraction("PoolingConfig", lo_open=True, threshold=self.threshold, finetune_frac=self.finetune_frac)
+        _positive("PoolingConfig", seeds_per_group=self.seeds_per_group, mass_tokens=self.mass_tokens)
+        if not self.large_factor > 1 or not math.isfinite(self.large_factor):
+            raise ValueError(f"PoolingConfig.large_factor={self.large_factor!r} must be a finite number > 1")
+        if self.rank_by not in POOL_RANKINGS:
+            raise ValueError(f"PoolingConfig.rank_by={self.rank_by!r} must be one of {', '.join(POOL_RANKINGS)}")
+        if self.finetune_lr is not None:
+            _positive("PoolingConfig", finetune_lr=self.finetune_lr)
+        if not self.sweep or any(not isinstance(n, int) or n < 1 for n in self.sweep):
+            raise ValueError(f"PoolingConfig.sweep={self.sweep!r} must be non-empty positive integers")
+        if self.n_large_standard < 0 or self.n_large_standard == 1:
+            raise ValueError(f"PoolingConfig.n_large_standard={self.n_large_standard} must be 0 or >= 2")
+
+    @property
+    def n_seeds_needed(self) -> int:
+        """Seeds of the reference SAE that the main comparison and the sweep pool from."""
+        return 2 * max(self.seeds_per_group, *self.sweep)
+
+
+def pooling_config(scale: str) -> PoolingConfig:
+    """Chapter 5's pooling at a named scale (`smoke`, `default`, `gpu`, `paper`)."""
+    check_scale(scale)
+    if scale == "smoke":
+        return PoolingConfig(mass_tokens=4_096, sweep=(1, 2))
+    if scale == "default":
+        return PoolingConfig()
+    return PoolingConfig(mass_tokens=262_144, seeds_per_group=4 if scale == "paper" else 2)

@@ -258,7 +258,7 @@ class SAE(nn.Module):
             (idx + offsets).view(S * B, k), self.W_dec.reshape(S * self.cfg.d_sae, self.cfg.d_in),
             per_sample_weights=values.reshape(S * B, k), mode="sum",
         )
-        out = out.view(S, B, -1)
+        out = out.view(S, B, self.cfg.d_in)
         return out + self.b_dec.unsqueeze(1) if bias else out
 
     def forward(self, x: Tensor) -> SAEOutput:

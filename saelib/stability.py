@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -317,3 +318,102 @@ def null_sae(sae_or_cfg, device: str | torch.device | None = None) -> SAE:
     if device is None:
         device = sae_or_cfg.W_dec.device if isinstance(sae_or_cfg, SAE) else "cpu"
     return SAE(replace(cfg, seed=cfg.seed + NULL_SEED_OFFSET), device=device).eval()
+
+
+def seed_pair_scores(sae: SAE, threshold: float = 0.7, method: str = "auto") -> pd.DataFrame:
+    """Whole-SAE consistency of every pair of seeds from one Hungarian matching per pair: the shared fraction (Paulo
+    & Belrose 2025: matched decoder and encoder cosines both above `threshold`) and the mean matched decoder cosine
+    (its mean over pairs is `pw_mcc`, Song et al. 2025).
+
+    Returns:
+        One row per pair `s < t`: `s`, `t`, `shared_fraction`, `matched_cosine`.
+    """
+    dec, enc = sae.decoder_directions(), sae.encoder_directions()
+    rows_out = []
+    for s, t in itertools.combinations(range(sae.n_seeds), 2):
+        rows, cols, dec_cos = hungarian_match(dec[s], dec[t], method)
+        enc_cos = (enc[s][rows] * enc[t][cols]).sum(-1).cpu().numpy()
+        shared = float(((dec_cos > threshold) & (enc_cos > threshold)).sum() / dec.shape[1])
+        rows_out.append({"s": s, "t": t, "shared_fraction": shared, "matched_cosine": float(dec_cos.mean())})
+    if not rows_out:
+        raise ValueError("seed_pair_scores needs at least 2 seeds")
+    return pd.DataFrame(rows_out)
+
+
+def direction_stability(directions: Tensor, cfg: StabilityConfig | None = None) -> FeatureStability:
+    """`feature_stability` of bare direction sets `(S, F, d)` (e.g. random draws: the null baselines)."""
+    cfg = cfg or StabilityConfig()
+    max_cos, _ = cross_seed_max_cosine([directions], chunk_size=cfg.chunk_size)
+    stab, mean = stability_from_max_cos(max_cos, cfg.threshold)
+    return FeatureStability(stab, mean, max_cos, stability_labels(stab, cfg), cfg.threshold)
+
+
+def threshold_sweep(max_cos: Tensor, thresholds, cfg: StabilityConfig, alive: Tensor | None = None) -> pd.DataFrame:
+    """How the stability picture moves with tau: per threshold, the mean stability of alive latents and the shares
+    labelled stable and unstable (with `cfg`'s cut-offs).
+
+    Args:
+        max_cos: `(S, S, F)` from `FeatureStability.max_cos`.
+    """
+    rows = []
+    for tau in thresholds:
+        stab, _ = stability_from_max_cos(max_cos, float(tau), alive)
+        label = stability_labels(stab, cfg)
+        n_alive = int((label != DEAD).sum())
+        rows.append({"threshold": float(tau), "mean_stability": float(stab.nanmean()),
+                     "stable_share": float((label == STABLE).sum()) / max(n_alive, 1),
+                     "unstable_share": float((label == UNSTABLE).sum()) / max(n_alive, 1)})
+    return pd.DataFrame(rows)
+
+
+def reference_seed_sweep(
+    max_cos: Tensor, cfg: StabilityConfig, alive: Tensor | None = None, n_draws: int = 20, seed: int = 0
+) -> pd.DataFrame:
+    """Sensitivity to the number of reference seeds: per n in 1..S-1, each latent's stability is estimated against a
+    random subset of n of the other seeds (`n_draws` subsets per seed), and compared with the estimate from all S-1.
+
+    Returns:
+        One row per n: `n_reference`, `mean_stability`, `stable_share`, `unstable_share` (cfg's cut-offs, pooled
+        over draws), and `label_agreement`, the share of alive latents whose label equals their all-seed label.
+    """
+    S = max_cos.shape[0]
+    if S < 2:
+        raise ValueError("reference_seed_sweep needs at least 2 seeds")
+    full, _ = stability_from_max_cos(max_cos, cfg.threshold, alive)
+    full_label = stability_labels(full, cfg)
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for n in range(1, S):
+        stab_sum, counts, agree, total = 0.0, torch.zeros(3), 0, 0
+        for _ in range(n_draws):
+            for s in range(S):
+                others = torch.tensor([t for t in range(S) if t != s])
+                refs = others[torch.randperm(S - 1, generator=gen)[:n]]
+                hits = (max_cos[s, refs] >= cfg.threshold).float().mean(0)  # (F,)
+                ok = ~torch.isnan(full[s])
+                label = stability_labels(hits[ok], cfg)
+                stab_sum += float(hits[ok].sum())
+                counts += torch.stack([(label == c).sum() for c in (UNSTABLE, INTERMEDIATE, STABLE)]).float()
+                agree += int((label == full_label[s][ok]).sum())
+                total += int(ok.sum())
+        rows.append({"n_reference": n, "mean_stability": stab_sum / max(total, 1),
+                     "stable_share": float(counts[2]) / max(total, 1),
+                     "unstable_share": float(counts[0]) / max(total, 1),
+                     "label_agreement": agree / max(total, 1)})
+    return pd.DataFrame(rows)
+
+
+def bimodality(stability: Tensor) -> dict[str, float]:
+    """Shape of a stability distribution (NaN = dead, ignored): shares at exactly 0 and 1, the share in the middle
+    (strictly between the extreme values), and Sarle's bimodality coefficient `(skew^2 + 1) / kurtosis` (above 5/9,
+    the uniform distribution's value, suggests bimodality)."""
+    v = stability[~torch.isnan(stability)].double()
+    if v.numel() < 4:
+        raise ValueError("bimodality needs at least 4 alive latents")
+    c = v - v.mean()
+    var = c.pow(2).mean()
+    skew = c.pow(3).mean() / var.pow(1.5) if var > 0 else torch.tensor(0.0)
+    kurt = c.pow(4).mean() / var.pow(2) if var > 0 else torch.tensor(float("inf"))
+    return {"share_zero": float((v == 0).double().mean()), "share_one": float((v == 1).double().mean()),
+            "share_between": float(((v > 0) & (v < 1)).double().mean()),
+            "bimodality_coefficient": float((skew**2 + 1) / kurt)}

@@ -144,7 +144,8 @@ class ActivationStore:
             buf = torch.cat([carry] + [self.shard(int(i)) for i in order[start : start + buffer_shards]])
             buf = buf[torch.from_numpy(rng.permutation(len(buf)))]
             n_full = len(buf) // batch_size * batch_size
-            yield from buf[:n_full].split(batch_size)
+            if n_full:  # (splitting an empty tensor would yield one empty batch)
+                yield from buf[:n_full].split(batch_size)
             carry = buf[n_full:]
         if len(carry) and not drop_last:
             yield carry

@@ -138,6 +138,9 @@ def test_batches_are_one_shuffled_pass_deterministic_per_seed(tiny):
     assert not torch.equal(torch.cat(c), cat)
     assert sum(len(x) for x in store.batches(64, seed=0, drop_last=True)) == len(full) // 64 * 64
     assert store.load_all(max_tokens=10).shape == (10, 32)
+    # batches larger than a buffer: never an empty batch
+    big = list(store.batches(len(full) + 1, seed=0))
+    assert len(big) == 1 and len(big[0]) == len(full)
 
 
 def test_interrupted_collection_resumes_and_never_reads_a_half_shard(gpt2_folder, monkeypatch):

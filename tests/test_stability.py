@@ -188,3 +188,57 @@ def test_matching_method_auto_and_scores(one, monkeypatch):
     assert calls == [16, 16, 16]
     with pytest.raises(ValueError, match="method"):
         st.hungarian_match(torch.randn(3, 2), torch.randn(3, 2), method="greedy")
+
+
+def test_seed_pair_scores_match_the_single_pair_functions(one):
+    sae = SAE(SAEConfig(d_in=24, d_sae=64, k=4, n_seeds=3, seed=5))
+    df = st.seed_pair_scores(sae, 0.3)
+    assert list(zip(df.s, df.t)) == [(0, 1), (0, 2), (1, 2)]
+    for r in df.itertuples():
+        assert r.shared_fraction == pytest.approx(st.shared_fraction(sae, r.s, r.t, 0.3))
+    assert df.matched_cosine.mean() == pytest.approx(st.pw_mcc(sae))
+    copies = st.seed_pair_scores(_copies(one, 3, permute=True))
+    assert np.allclose(copies.shared_fraction, 1) and np.allclose(copies.matched_cosine, 1)
+
+
+def test_threshold_sweep_is_monotone_and_agrees_with_feature_stability():
+    sae = SAE(SAEConfig(d_in=8, d_sae=32, k=4, n_seeds=4, seed=1))  # 32 random directions in 8-d: many near matches
+    cfg = StabilityConfig(threshold=0.6)
+    fs = st.feature_stability(sae, cfg)
+    df = st.threshold_sweep(fs.max_cos, [0.3, 0.6, 0.9], cfg)
+    assert df.mean_stability.is_monotonic_decreasing and df.unstable_share.is_monotonic_increasing
+    assert df.mean_stability[1] == pytest.approx(float(fs.stability.mean()))
+    assert df.stable_share[1] == pytest.approx(float((fs.label == st.STABLE).float().mean()))
+
+
+def test_reference_seed_sweep_all_references_reproduce_the_full_estimate():
+    sae = SAE(SAEConfig(d_in=8, d_sae=32, k=4, n_seeds=4, seed=2))
+    cfg = StabilityConfig(threshold=0.6)
+    fs = st.feature_stability(sae, cfg)
+    df = st.reference_seed_sweep(fs.max_cos, cfg, n_draws=3)
+    assert list(df.n_reference) == [1, 2, 3]
+    last = df.iloc[-1]
+    assert last.label_agreement == 1.0 and last.mean_stability == pytest.approx(float(fs.stability.mean()))
+    # With one reference seed, stability is 0 or 1: the expected value is unchanged, labels are coarser.
+    assert df.mean_stability[0] == pytest.approx(float(fs.stability.mean()), abs=0.1)
+    assert df.stable_share[0] + df.unstable_share[0] == pytest.approx(1.0)
+
+
+def test_direction_stability_of_copies_and_of_random_draws():
+    base = torch.randn(1, 40, 16)
+    copies = st.direction_stability(base.expand(3, -1, -1) * 2.0)
+    assert torch.all(copies.stability == 1)
+    random = st.direction_stability(torch.randn(3, 40, 256))
+    assert random.stability.max() == 0
+
+
+def test_bimodality_known_shapes():
+    two_peaks = torch.tensor([0.0] * 50 + [1.0] * 50)
+    flat = torch.linspace(0, 1, 101)
+    b = st.bimodality(two_peaks)
+    assert b["share_zero"] == 0.5 and b["share_one"] == 0.5 and b["share_between"] == 0
+    assert b["bimodality_coefficient"] == pytest.approx(1.0)
+    assert st.bimodality(flat)["bimodality_coefficient"] == pytest.approx(5 / 9, abs=0.02)
+    assert st.bimodality(torch.tensor([0.1, 0.2, float("nan"), 0.3, 0.4]))["share_between"] == 1.0
+    with pytest.raises(ValueError, match="at least 4"):
+        st.bimodality(torch.tensor([0.0, float("nan")]))
