@@ -49,8 +49,13 @@ class ModelNotAvailableError(RuntimeError):
     """A hub model that is neither cached locally nor downloadable (no network)."""
 
 
-def _slug(name: str) -> str:
+def model_slug(name: str) -> str:
+    """A model name as a folder-name fragment (`google/gemma-2-2b` -> `google--gemma-2-2b`), as in the cache's
+    artifact names."""
     return name.strip("/").replace("/", "--").replace(":", "-") or "model"
+
+
+_slug = model_slug  # the private name that this module and `saelib.grid` use
 
 
 # --- Models ------------------------------------------------------------------------------------------------------

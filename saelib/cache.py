@@ -155,6 +155,31 @@ def cached_artifact(
     return final
 
 
+def cached_result(kind: str, name: str, key: Any, compute: Callable[[], Any]) -> Any:
+    """`compute()` once per `(kind, name, key)`: the result is kept in the artifact cache and read back afterwards.
+
+    The value is stored with `torch.save` as `result.pt` in the folder `cached_artifact(kind, name, key, ...)` and
+    loaded with `weights_only=False`, so anything picklable round-trips (tensors, numbers, NamedTuples,
+    DataFrames); load only caches this project wrote.
+
+    Args:
+        kind, name: the artifact's folder, as in `cached_artifact`.
+        key: what identifies the result (hashed into the folder name): every input that changes it.
+        compute: a callable without arguments, e.g. `functools.partial(metrics.masked_explained_variance, sae, x,
+            masks)`.
+
+    Returns:
+        What `compute()` returned (on a cache hit, the stored copy).
+    """
+    import torch  # here, so that the cache itself stays importable without loading torch
+
+    def build(work: Path) -> None:
+        torch.save(compute(), work / "result.pt")
+
+    folder = cached_artifact(kind, name, key, build)
+    return torch.load(folder / "result.pt", weights_only=False)
+
+
 def load_config(folder: Path) -> dict:
     """The `config` recorded in a sealed artifact's `cfg.json`."""
     return json.loads((Path(folder) / CONFIG).read_text())["config"]

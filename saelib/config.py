@@ -430,13 +430,15 @@ def stability_study(scale: str) -> StabilityStudy:
         train = TrainConfig(n_tokens=8_192, batch_size=512, lr=2e-3, normalize_activations=True,
                             dead_after_tokens=4_096)
         return StabilityStudy(acts, sizes=(128, 256), k=8, n_seeds=3, train=train, reference=(6, "topk", 256),
-                              n_ce_contexts=2, thresholds=(0.5, 0.7, 0.9))
+                              n_ce_contexts=1, thresholds=(0.5, 0.7, 0.9))
     if scale == "default":
-        # Block 6 reads the 1M-token store of chapter 3's collection; block 3 collects a shorter one (~2 minutes).
-        acts = (replace(base, layer=3, n_train_tokens=DEFAULT_TRAIN_TOKENS), base)
+        # One pass over DEFAULT_TRAIN_TOKENS tokens per layer (collected once, ~2 and ~3.5 minutes), k = 8: at this
+        # budget k = 32 leaves almost every latent unmatched across seeds (chapter 1's prose gives the numbers).
+        acts = tuple(replace(base, layer=layer, n_train_tokens=DEFAULT_TRAIN_TOKENS) for layer in (3, 6))
         train = TrainConfig(n_tokens=DEFAULT_TRAIN_TOKENS, batch_size=1024, lr=2e-3, normalize_activations=True,
                             dead_after_tokens=100_000)
-        return StabilityStudy(acts, train=train)
+        return StabilityStudy(acts, sizes=(512, 1024, 2048), k=8, train=train, reference=(6, "topk", 2048),
+                              n_ce_contexts=4)
     # gpu / paper: hub models, bigger dictionaries, more seeds, more tokens (several epochs of the capped corpus).
     acts = tuple(replace(base, layer=layer) for layer in (3, 6, 9))
     train = TrainConfig(n_tokens=20_000_000, batch_size=4096, normalize_activations=True)
@@ -447,7 +449,7 @@ def stability_study(scale: str) -> StabilityStudy:
                           n_seeds=8, train=train, reference=(6, "topk", 32768), n_ce_contexts=128)
 
 
-DEFAULT_TRAIN_TOKENS = 200_000
+DEFAULT_TRAIN_TOKENS = 300_000
 """Training tokens per SAE of the default grid (2-core CPU budget; see chapter 1's prose on what this costs)."""
 
 
@@ -485,7 +487,7 @@ class PoolingConfig:
     sweep: tuple[int, ...] = (1, 2, 3, 4)
     """Seeds per group in the sweep over the number of pooled seeds (needs `2 * max(sweep)` seeds)."""
     n_large_standard: int = 2
-    """Standard seeds trained at the larger variant's size, its like-for-like baseline (0: none)."""
+    """Standard seeds trained at the larger variant's size, its like-for-like baseline."""
 
     def __post_init__(self) -> None:
         _fraction("PoolingConfig", lo_open=True, threshold=self.threshold, finetune_frac=self.finetune_frac)
@@ -498,8 +500,8 @@ class PoolingConfig:
             _positive("PoolingConfig", finetune_lr=self.finetune_lr)
         if not self.sweep or any(not isinstance(n, int) or n < 1 for n in self.sweep):
             raise ValueError(f"PoolingConfig.sweep={self.sweep!r} must be non-empty positive integers")
-        if self.n_large_standard < 0 or self.n_large_standard == 1:
-            raise ValueError(f"PoolingConfig.n_large_standard={self.n_large_standard} must be 0 or >= 2")
+        if self.n_large_standard < 2:
+            raise ValueError(f"PoolingConfig.n_large_standard={self.n_large_standard} must be >= 2 (a pair of seeds)")
 
     @property
     def n_seeds_needed(self) -> int:
@@ -515,3 +517,71 @@ def pooling_config(scale: str) -> PoolingConfig:
     if scale == "default":
         return PoolingConfig()
     return PoolingConfig(mass_tokens=262_144, seeds_per_group=4 if scale == "paper" else 2)
+
+
+# --- Functional asymmetry (chapter 2; saelib/asymmetry.py) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AsymmetryConfig:
+    """Budgets and choices of the functional-asymmetry chapter (book/methods.md, chapter 2; `saelib.asymmetry`)."""
+
+    control_draws: int = 5
+    """Random control subsets drawn per (group, control kind) for explained variance (cheap)."""
+    ce_control_draws: int = 2
+    """How many of those draws are also spliced into the model (each costs a forward pass per context)."""
+    mass_tolerance: float = 0.05
+    """A mass-matched control's total activation mass lies within this relative distance of its group's."""
+    control_pool: str = "complement"
+    """Where controls are drawn from: `complement` (alive latents outside the group; all alive latents when the
+    complement cannot match the group) or `all` (all alive latents)."""
+    ce_seeds: int = 1
+    """Seeds (the first ones of the stack) spliced into the model for the CE experiments."""
+    ce_context_len: int | None = None
+    """Tokens kept of each CE context (None: all); the model is causal, so a prefix is a shorter context."""
+    marginal_per_bin: int = 6
+    """Latents per stability level ablated one at a time."""
+    marginal_contexts: int = 2
+    """Held-out contexts (among those where the latent fires) per ablated latent."""
+    n_top: int = 20
+    """Top-activating tokens kept per latent (surface-form statistics, explanations)."""
+    top_max_tokens: int | None = 300_000
+    """Training-split tokens scanned for top activations (None: all)."""
+    interp_seeds: int = 1
+    """Seeds whose latents get top contexts and trigger statistics."""
+    n_random: int = 500
+    """Random tokens whose latents are recorded, as non-activating examples for explanation scoring."""
+    explain_per_bin: int = 5
+    """Latents per stability label (stable, unstable) explained and scored, when an endpoint is configured."""
+    seed: int = 0
+    """Seed of every random draw of the chapter."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.ce_control_draws <= self.control_draws:
+            raise ValueError(f"AsymmetryConfig.ce_control_draws={self.ce_control_draws} must lie in [1, control_draws]")
+        for name in ("control_draws", "ce_seeds", "marginal_per_bin", "marginal_contexts", "n_top", "interp_seeds",
+                     "n_random", "explain_per_bin"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"AsymmetryConfig.{name}={getattr(self, name)} must be >= 1")
+        if not 0 < self.mass_tolerance < 1:
+            raise ValueError(f"AsymmetryConfig.mass_tolerance={self.mass_tolerance} must lie in (0, 1)")
+        if self.control_pool not in ("complement", "all"):
+            raise ValueError(f"AsymmetryConfig.control_pool={self.control_pool!r} must be 'complement' or 'all'")
+        for name in ("ce_context_len", "top_max_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 2:
+                raise ValueError(f"AsymmetryConfig.{name}={getattr(self, name)} must be None or >= 2")
+
+
+def asymmetry_config(scale: str, **overrides) -> AsymmetryConfig:
+    """The chapter's budgets at a named scale; keyword overrides whose value is None are ignored."""
+    check_scale(scale)
+    base = {
+        "smoke": AsymmetryConfig(control_draws=2, ce_control_draws=1, ce_context_len=12, marginal_per_bin=1,
+                                 marginal_contexts=1, n_top=8, top_max_tokens=None, n_random=100, explain_per_bin=1),
+        "default": AsymmetryConfig(),
+        "gpu": AsymmetryConfig(control_draws=10, ce_control_draws=5, ce_seeds=5, marginal_per_bin=32,
+                               marginal_contexts=4, top_max_tokens=None, interp_seeds=5, explain_per_bin=25),
+        "paper": AsymmetryConfig(control_draws=20, ce_control_draws=10, ce_seeds=5, marginal_per_bin=64,
+                                 marginal_contexts=8, top_max_tokens=None, interp_seeds=5, explain_per_bin=50),
+    }[scale]
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -24,7 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saelib import splice, stability
-from saelib.activations import LanguageModel, _slug, collect_activations, load_model
+from saelib.activations import LanguageModel, collect_activations, load_model, model_slug
 from saelib.cache import artifact_dir, atomic_write_json, cached_artifact, verify_manifest
 from saelib.config import SAEConfig, StabilityStudy
 from saelib.metrics import evaluate_sae
@@ -74,7 +74,7 @@ def sae_config(study: StabilityStudy, entry: GridEntry, d_in: int, n_seeds: int 
 
 
 def _sae_name(study: StabilityStudy, entry: GridEntry) -> str:
-    return f"{_slug(study.activations_at(entry.layer).model)}-{entry.name}"
+    return f"{model_slug(study.activations_at(entry.layer).model)}-{entry.name}"
 
 
 def train_entry(
@@ -124,7 +124,9 @@ class FeatureSplit(NamedTuple):
     """Stability at or below which a latent is unstable."""
 
 
-def _score_key(study: StabilityStudy, entry: GridEntry) -> dict:
+def score_key(study: StabilityStudy, entry: GridEntry) -> dict:
+    """The cache key of a grid point: everything that changes its SAEs, its split or its scores. Later chapters put
+    it in their own keys, so that their cached results follow the grid point's."""
     return {"entry": entry._asdict(), "k": study.k, "n_seeds": study.n_seeds, "train": _train_key(study.train),
             "activations": study.activations_at(entry.layer), "stability": study.stability,
             "n_ce_contexts": study.n_ce_contexts, "train_version": TRAIN_VERSION, "score_version": SCORE_VERSION}
@@ -158,7 +160,8 @@ def score_sae(
     ev = evaluate_sae(sae, store.eval.batches(4096, seed=0))
     alive = ev.frequency > 0
     fs = stability.feature_stability(sae, cfg, alive=alive)
-    split = FeatureSplit(fs.stability.cpu(), fs.mean_max_cos.cpu(), fs.max_cos.cpu(), fs.label.cpu(),
+    max_cos = fs.max_cos.masked_fill(~alive.unsqueeze(1), torch.nan)  # dead latents: NaN rows, as documented
+    split = FeatureSplit(fs.stability.cpu(), fs.mean_max_cos.cpu(), max_cos.cpu(), fs.label.cpu(),
                          ev.frequency.cpu(), ev.mean_activation.cpu(), cfg.threshold, cfg.stable_at, cfg.unstable_at)
     out = {"explained_variance": ev.explained_variance.tolist(), "l0": ev.l0.tolist(),
            "dead_fraction": ev.dead_fraction.tolist(), "n_eval_tokens": ev.n_tokens,
@@ -170,7 +173,7 @@ def score_sae(
                              "pairs": stability.seed_pair_scores(null, cfg.threshold).to_dict("records")}
     gen = torch.Generator().manual_seed(0)
     cov = activation_covariance(store)
-    dirs = torch.stack([covariance_directions(cov, sae.cfg.d_sae, gen) for _ in range(sae.n_seeds)]).float()
+    dirs = covariance_directions(cov, sae.n_seeds * sae.cfg.d_sae, gen).view(sae.n_seeds, sae.cfg.d_sae, -1)
     cov_fs = stability.direction_stability(dirs, cfg)
     out["null_covariance"] = {"mean_stability": float(cov_fs.stability.nanmean()),
                               "mean_max_cos": float(cov_fs.mean_max_cos.nanmean())}
@@ -210,13 +213,13 @@ def score_entry(
         _save_split(split, work)
         atomic_write_json(work / "scores.json", scores)
 
-    folder = cached_artifact("grid", _sae_name(study, entry), _score_key(study, entry), build)
+    folder = cached_artifact("grid", _sae_name(study, entry), score_key(study, entry), build)
     return _read_split(folder), json.loads((folder / "scores.json").read_text())
 
 
 def is_scored(study: StabilityStudy, entry: GridEntry) -> bool:
     """Whether `score_entry` would read a grid point from the cache (nothing to train or compute)."""
-    folder = artifact_dir("grid", _sae_name(study, entry), _score_key(study, entry))
+    folder = artifact_dir("grid", _sae_name(study, entry), score_key(study, entry))
     return folder.is_dir() and verify_manifest(folder)
 
 
@@ -279,3 +282,49 @@ def latent_table(entry: GridEntry, split: FeatureSplit) -> pd.DataFrame:
                        "label": [stability.LABEL_NAMES[int(c)] for c in split.label.numpy().ravel()]})
     df = df[df.label != "dead"].reset_index(drop=True)
     return df.assign(layer=entry.layer, variant=entry.variant, d_sae=entry.d_sae)
+
+
+PAULO_BELROSE_SHARED = 0.416
+"""Paulo & Belrose 2025: shared fraction of a 32k-latent, k = 32 TopK SAE on Pythia-160M layer 6 MLP (seeds 1, 2)."""
+SONG_PW_MCC = 0.80
+"""Song et al. 2025: PW-MCC of TopK SAEs on LLM activations."""
+
+
+def claims_table(table: pd.DataFrame, reference: dict, shape: dict, freq_rho: float) -> pd.DataFrame:
+    """Chapter 1's verdicts, computed: each of the paper's (and related work's) statements beside our number.
+
+    Args:
+        table: `run_grid`'s table.
+        reference: its row for the reference grid point.
+        shape: `stability.bimodality` of the reference point's stability.
+        freq_rho: `stability.frequency_correlation` of the reference point.
+    """
+    above_null = (table.mean_stability > table[["null_stability", "null_cov_stability"]].max(axis=1)).all()
+    by_size = table.sort_values("d_sae").groupby(["layer", "variant"]).mean_stability
+    trend = by_size.last() - by_size.first()
+    rows = [
+        ("A per-feature score separates stable from unstable features (a bimodal distribution)",
+         "claimed (no number in the abstract)",
+         f"{shape['share_zero']:.0%} of latents at 0, {shape['share_one']:.0%} at 1; bimodality coefficient "
+         f"{shape['bimodality_coefficient']:.2f} (> 0.56 suggests two modes)",
+         "holds" if shape["bimodality_coefficient"] > 5 / 9 else "does not hold at this scale"),
+        ("Trained features reappear more often than chance", "implied",
+         f"mean stability {table.mean_stability.min():.2f}-{table.mean_stability.max():.2f} vs null "
+         f"{table.null_stability.max():.2f} (untrained), {table.null_cov_stability.max():.2f} (covariance)",
+         "holds at every grid point" if above_null else "does not hold everywhere"),
+        ("Stability moves with dictionary size", "studied (no number in the abstract)",
+         f"largest minus smallest size: {trend.min():+.2f} to {trend.max():+.2f} in mean stability",
+         "larger dictionaries are less stable" if (trend < 0).all() else
+         "larger dictionaries are more stable" if (trend > 0).all() else "mixed across layers and variants"),
+        ("Unstable features are rare (low frequency)", "claimed (chapter 2 tests it further)",
+         f"Spearman correlation of stability with frequency {freq_rho:+.2f}",
+         "holds" if freq_rho > 0.1 else "does not hold at this scale"),
+        ("Shared fraction (Paulo & Belrose: matched decoder and encoder cos > 0.7)",
+         f"{PAULO_BELROSE_SHARED:.1%} (Pythia-160M, 32k latents, long training)",
+         f"{reference['shared_fraction']:.1%} (null {reference['null_shared_fraction']:.1%})",
+         "comparable" if abs(reference["shared_fraction"] - PAULO_BELROSE_SHARED) < 0.1 else "differs"),
+        ("PW-MCC (Song et al.)", f"{SONG_PW_MCC:.2f} (TopK SAEs on LLMs; random init about 0.30)",
+         f"{reference['pw_mcc']:.2f} (null {reference['null_pw_mcc']:.2f})",
+         "comparable" if abs(reference["pw_mcc"] - SONG_PW_MCC) < 0.1 else "differs"),
+    ]
+    return pd.DataFrame(rows, columns=["statement", "paper / related work", "this run", "verdict"])

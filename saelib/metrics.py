@@ -1,7 +1,10 @@
-"""Metrics of SAEs on activations: explained variance about the mean, L0, feature frequency, dead fraction.
+"""Metrics of SAEs on activations: explained variance about the mean, L0, feature frequency, dead fraction and
+per-latent activation statistics; explained variance and next-token loss with only some latents kept (masks).
 
-All functions take a stack of S SAEs and return one value per seed. Language-model metrics with an SAE spliced
-into the model (CE loss, KL) live in `saelib.splice`.
+All functions take a stack of S SAEs and return values per seed. Language-model metrics with an SAE spliced into the
+model (CE loss, KL) live in `saelib.splice`; `masked_spliced_ce` runs them for many masks of latents at once, as
+`masked_explained_variance` does for reconstruction. Chapter 2's cuts, controls and ablations (`saelib.asymmetry`)
+build on them.
 """
 
 from __future__ import annotations
@@ -98,3 +101,191 @@ def evaluate_sae(sae: SAE, batches, *, max_tokens: int | None = None) -> SAEEval
     freq = (fires / n).float()
     mean_act = torch.where(fires > 0, mass / fires.clamp_min(1), torch.zeros_like(mass)).float()
     return SAEEval(ev, 1 - ev, (fires.sum(-1) / n).float(), freq, mean_act, (fires == 0).float().mean(-1), n)
+
+
+def sparse_latents(sae: SAE, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Active latents of x `(B, d_in)` as `(values, idx)`, each `(S, B, k_max)` (k_max: most active in a row;
+    padding entries have value 0), so that `sae.decode_sparse(values, idx)` is the reconstruction."""
+    z = sae.encode(x)  # (S, B, d_sae)
+    k_max = max(int((z != 0).sum(-1).max()), 1)
+    return z.topk(k_max, dim=-1, sorted=False)
+
+
+def _chunks(batches, chunk: int = 2048):
+    if isinstance(batches, Tensor):
+        batches = [batches]
+    for x in batches:
+        yield from x.split(chunk)
+
+
+class FeatureActivationStats(NamedTuple):
+    """Activation statistics of every latent of every seed, over a set of tokens."""
+
+    frequency: Tensor
+    """`(S, d_sae)` share of tokens on which the latent fires."""
+    mean_activation: Tensor
+    """`(S, d_sae)` mean activation over the tokens where it fires (NaN if it never fires)."""
+    max_activation: Tensor
+    """`(S, d_sae)` largest activation (0 if it never fires)."""
+    mass: Tensor
+    """`(S, d_sae)` float64 total activation summed over the tokens (the latent's activation mass)."""
+    mass_share: Tensor
+    """`(S, d_sae)` the latent's share of its seed's total activation mass."""
+    n_tokens: int
+    """Tokens seen."""
+
+
+@torch.no_grad()
+def feature_activation_stats(sae: SAE, batches, *, max_tokens: int | None = None) -> FeatureActivationStats:
+    """Firing frequency, mean and max activation and activation mass of every latent (claim 2's statistics).
+
+    Args:
+        sae: the stack (S seeds).
+        batches: activations `(N, d_in)`, or an iterable of batches `(B, d_in)`.
+        max_tokens: stop after this many tokens.
+    """
+    dev = sae.W_dec.device
+    S, F = sae.n_seeds, sae.cfg.d_sae
+    fires = torch.zeros(S, F, dtype=torch.float64, device=dev)
+    mass = torch.zeros(S, F, dtype=torch.float64, device=dev)
+    peak = torch.zeros(S, F, device=dev)
+    n = 0
+    for x in _chunks(batches):
+        if max_tokens is not None:
+            x = x[: max_tokens - n]
+        if not len(x):
+            break
+        z = sae.encode(x.to(dev, torch.float32))  # (S, B, d_sae)
+        fires += (z != 0).sum(1).double()
+        mass += z.sum(1).double()
+        peak = torch.maximum(peak, z.amax(1))
+        n += len(x)
+    if n == 0:
+        raise ValueError("batches hold no activations")
+    mean = torch.where(fires > 0, mass / fires.clamp_min(1), torch.full_like(mass, torch.nan)).float()
+    share = mass / mass.sum(-1, keepdim=True).clamp_min(1e-30)
+    return FeatureActivationStats((fires / n).float(), mean, peak, mass, share.float(), n)
+
+
+class MaskedEV(NamedTuple):
+    """Explained variance of each seed with only some latents kept."""
+
+    full: Tensor
+    """`(S,)` explained variance of the whole SAE."""
+    masked: Tensor
+    """`(M, S)` explained variance keeping the latents of mask m (the others set to zero; `b_dec` kept)."""
+    n_tokens: int
+    """Tokens evaluated."""
+
+
+def _check_masks(masks: Tensor, S: int, F: int) -> Tensor:
+    if masks.ndim == 2:
+        masks = masks[None]
+    if masks.ndim != 3 or masks.shape[1:] != (S, F) or masks.dtype != torch.bool:
+        raise ValueError(f"masks must be bool (M, S={S}, d_sae={F}), got {masks.dtype} {tuple(masks.shape)}")
+    return masks
+
+
+@torch.no_grad()
+def masked_explained_variance(sae: SAE, batches, masks: Tensor, *, max_tokens: int | None = None) -> MaskedEV:
+    """Explained variance (about the mean) when only the latents in each mask are kept (claim 2, reconstruction).
+
+    Keeping a set of latents means decoding `z * mask`: the dropped latents are set to zero after encoding, the
+    kept ones keep their values, `b_dec` stays. Decoding is sparse (only active latents), so many masks cost little.
+    A mask of all ones gives exactly `full`; a mask of all zeros gives the explained variance of `b_dec` alone.
+
+    Args:
+        sae: the stack (S seeds).
+        batches: activations `(N, d_in)` or an iterable of batches `(B, d_in)`.
+        masks: `(M, S, d_sae)` bool, True for the latents kept (or one mask `(S, d_sae)`).
+        max_tokens: stop after this many tokens.
+    """
+    dev = sae.W_dec.device
+    S, F = sae.n_seeds, sae.cfg.d_sae
+    masks = _check_masks(masks, S, F).to(dev)
+    flat = masks.reshape(len(masks), S * F).float()  # (M, S * d_sae)
+    offsets = torch.arange(S, device=dev).view(S, 1, 1) * F
+    sse = torch.zeros(len(masks) + 1, S, dtype=torch.float64, device=dev)
+    sum_x = torch.zeros(sae.cfg.d_in, dtype=torch.float64, device=dev)
+    sum_sq = torch.zeros((), dtype=torch.float64, device=dev)
+    n = 0
+    for x in _chunks(batches):
+        if max_tokens is not None:
+            x = x[: max_tokens - n]
+        if not len(x):
+            break
+        x = x.to(dev, torch.float32)
+        values, idx = sparse_latents(sae, x)  # (S, B, k)
+        keep = flat[:, idx + offsets]  # (M, S, B, k): 1 where the active latent is kept
+        sse[0] += (sae.decode_sparse(values, idx) - x).pow(2).sum(dim=(1, 2)).double()
+        for m in range(len(masks)):
+            sse[m + 1] += (sae.decode_sparse(values * keep[m], idx) - x).pow(2).sum(dim=(1, 2)).double()
+        sum_x += x.double().sum(0)
+        sum_sq += x.double().pow(2).sum()
+        n += len(x)
+    if n == 0:
+        raise ValueError("batches hold no activations")
+    ev = (1 - sse / (sum_sq - sum_x.pow(2).sum() / n)).float()
+    return MaskedEV(ev[0], ev[1:], n)
+
+
+class MaskedSplice(NamedTuple):
+    """Next-token loss with each masked reconstruction spliced into the model (nats per predicted token)."""
+
+    clean_loss: float
+    """Cross-entropy of the unmodified model."""
+    zero_ablation_loss: float
+    """Cross-entropy with the activation set to zero."""
+    spliced_loss: Tensor
+    """`(M, S')` float64 cross-entropy with mask m of seed s spliced in."""
+    ce_loss_score: Tensor
+    """`(M, S')` `(zero - spliced) / (zero - clean)`."""
+    delta_loss: Tensor
+    """`(M, S')` `spliced - clean`: the CE increase."""
+    kl_div: Tensor
+    """`(M, S')` mean KL(clean || spliced)."""
+    seeds: list[int]
+    """The seed positions S' evaluated."""
+    n_tokens: int
+    """Predicted tokens."""
+
+
+def masked_spliced_ce(lm, contexts, sae: SAE, masks: Tensor, *, layer: int, hook: str = "resid_post",
+                      seeds: list[int] | None = None, keep_error: bool = False, batch_size: int = 2,
+                      progress: bool = False) -> MaskedSplice:
+    """`saelib.splice.spliced_ce` of every (mask, seed) at once: the clean and zero-ablated passes run once.
+
+    Each mask's reconstruction is `splice.sae_reconstructor(sae, mask, keep_error=keep_error)`, so a mask of all
+    ones gives exactly the full SAE's spliced loss, and with `b_dec = 0` a mask of all zeros gives exactly the
+    zero-ablation loss.
+
+    Args:
+        lm: the language model (`activations.load_model`).
+        contexts: `(N, T)` token ids, BOS first.
+        sae: the stack.
+        masks: `(M, S, d_sae)` bool, True for the latents kept.
+        layer, hook: where the SAE reads the model.
+        seeds: seed positions to evaluate (default all).
+        keep_error: add each seed's reconstruction error back (only the dropped latents' contribution is removed).
+        batch_size, progress: as in `spliced_ce`.
+    """
+    from saelib import splice
+
+    S, F = sae.n_seeds, sae.cfg.d_sae
+    masks = _check_masks(masks, S, F)
+    seeds = list(range(S)) if seeds is None else list(seeds)
+    sub = sae.select(seeds)
+    masks = masks[:, seeds].to(sub.W_dec.device)  # (M, S', d_sae)
+    M, Sp = len(masks), len(seeds)
+    recons = [splice.sae_reconstructor(sub, masks[m], keep_error=keep_error) for m in range(M)]
+
+    def reconstruct(x: Tensor) -> Tensor:
+        return torch.cat([r(x) for r in recons])  # (M * S', B, d_in), mask-major
+
+    with torch.no_grad():
+        out = splice.spliced_ce(lm, contexts, reconstruct, layer=layer, hook=hook, batch_size=batch_size,
+                                progress=progress)
+    shape = (M, Sp)
+    return MaskedSplice(out.clean_loss, out.zero_ablation_loss, out.spliced_loss.view(shape),
+                        out.ce_loss_score.view(shape), out.delta_loss.view(shape), out.kl_div.view(shape), seeds,
+                        out.n_tokens)

@@ -417,3 +417,14 @@ def bimodality(stability: Tensor) -> dict[str, float]:
     return {"share_zero": float((v == 0).double().mean()), "share_one": float((v == 1).double().mean()),
             "share_between": float(((v > 0) & (v < 1)).double().mean()),
             "bimodality_coefficient": float((skew**2 + 1) / kurt)}
+
+
+def frequency_correlation(stability: Tensor, frequency: Tensor) -> float:
+    """Spearman rank correlation between per-feature stability and firing frequency over alive latents (both
+    `(S, d_sae)`; NaN stability = dead, left out). Positive: rarer features are less stable."""
+    from scipy.stats import spearmanr
+
+    ok = ~torch.isnan(stability) & (frequency > 0)
+    if int(ok.sum()) < 3:
+        raise ValueError("frequency_correlation needs at least 3 alive latents")
+    return float(spearmanr(stability[ok].numpy(), frequency[ok].numpy()).statistic)

@@ -142,6 +142,8 @@ def train_saes(
     *,
     checkpoint_dir: Path | None = None,
     progress: bool = True,
+    init: SAE | None = None,
+    train_decoder: bool = True,
 ) -> TrainResult:
     """Train `cfg.n_seeds` SAEs at once on the same batches.
 
@@ -152,11 +154,20 @@ def train_saes(
         checkpoint_dir: where to keep `checkpoint.pt`; a run finding one there resumes from it. A checkpoint is
             also written when the run is interrupted by an exception (KeyboardInterrupt included).
         progress: show a tqdm bar.
+        init: start from these weights (an SAE taking raw activations, `init.cfg == cfg`) instead of a fresh
+            initialisation, e.g. to fine-tune; the decoder bias then keeps its value instead of the first batch's
+            mean. A checkpoint found in `checkpoint_dir` still wins (it does not record `init`).
+        train_decoder: False freezes the decoder rows `W_dec` (the encoder and both biases still train).
     """
     device = resolve_device(train.device)
     n_steps = train.n_steps
     sae = SAE(cfg, device=device).train()
-    params = list(sae.parameters())
+    if init is not None:
+        if init.cfg != cfg:
+            raise ValueError(f"init.cfg={init.cfg} differs from cfg={cfg}")
+        sae.load_state_dict(init.state_dict())
+    sae.W_dec.requires_grad_(train_decoder)
+    params = [p for p in sae.parameters() if p.requires_grad]
     # fused: one kernel over all parameters, about 8x faster than the default per-tensor loop on CPU
     opt = torch.optim.Adam(params, lr=learning_rate(cfg, train), betas=(0.9, 0.999), fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -164,7 +175,7 @@ def train_saes(
     )
     since_fired = torch.zeros(cfg.n_seeds, cfg.d_sae, dtype=torch.long, device=device)
     history: dict[str, list] = {k: [] for k in ("step", "tokens", "lr", "fvu", "l0", "dead_fraction", "aux_loss")}
-    step = 0
+    step, resumed = 0, False
     ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
     if ckpt is not None and ckpt.is_file():
         state = torch.load(ckpt, map_location=device, weights_only=False)
@@ -174,6 +185,7 @@ def train_saes(
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         since_fired, history, step = state["since_fired"].to(device), state["history"], state["step"]
+        resumed = True
         log.info("resuming from %s at step %d/%d", ckpt, step, n_steps)
 
     def checkpoint() -> None:
@@ -186,6 +198,8 @@ def train_saes(
             })
 
     scale = activation_scale(data, train.batch_size, train.data_seed) if train.normalize_activations else 1.0
+    if init is not None and not resumed and scale != 1.0:
+        sae.fold_input_scale_(1 / scale)  # init takes raw activations; training sees scaled ones
     stream = batch_stream(data, train.batch_size, train.data_seed, start_step=step)
     bar = tqdm(total=n_steps, initial=step, disable=not progress, desc=f"train {cfg.n_seeds}x{cfg.variant}-{cfg.d_sae}")
     try:
@@ -197,8 +211,9 @@ def train_saes(
                 x = x * scale
             if step == 0:
                 check_activations(x, cfg.d_in)
-                with torch.no_grad():  # start the decoder bias at the data mean (shared by all seeds)
-                    sae.b_dec.copy_(x.mean(0).expand_as(sae.b_dec))
+                if init is None:
+                    with torch.no_grad():  # start the decoder bias at the data mean (shared by all seeds)
+                        sae.b_dec.copy_(x.mean(0).expand_as(sae.b_dec))
             dead = since_fired >= train.dead_after_tokens
             use_aux = cfg.variant in ("topk", "batchtopk") and train.aux_coefficient > 0 and bool(dead.any())
             if cfg.variant == "topk":  # sparse forward and backward
@@ -252,6 +267,7 @@ def train_saes(
     finally:
         bar.close()
     sae.fold_input_scale_(scale)
+    sae.W_dec.requires_grad_(True)
     history["input_scale"] = scale
     return TrainResult(sae.eval(), history)
 

@@ -1,6 +1,9 @@
 import json
+from typing import NamedTuple
 
+import pandas as pd
 import pytest
+import torch
 
 from saelib import cache
 from saelib.config import SAEConfig
@@ -80,3 +83,26 @@ def test_atomic_json_roundtrip(tmp_path):
 def test_bad_names_rejected():
     with pytest.raises(ValueError, match="name"):
         cache.artifact_dir("k", "../x", {})
+
+
+class _Result(NamedTuple):
+    values: torch.Tensor
+    n: int
+
+
+def test_cached_result_computes_once_and_reads_back():
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return _Result(torch.arange(3.0), 7), pd.DataFrame({"a": [1, 2]})
+
+    a = cache.cached_result("results", "t", {"x": 1}, compute)
+    b = cache.cached_result("results", "t", {"x": 1}, compute)
+    assert len(calls) == 1  # the second call reads the stored copy
+    assert isinstance(b[0], _Result) and torch.equal(b[0].values, a[0].values) and b[0].n == 7
+    assert b[1].a.tolist() == [1, 2]
+    folder = cache.artifact_dir("results", "t", {"x": 1})
+    assert cache.verify_manifest(folder) and (folder / "result.pt").is_file()
+    cache.cached_result("results", "t", {"x": 2}, compute)  # another key: computed again
+    assert len(calls) == 2

@@ -5,11 +5,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from tiny_models import make_tiny_model
 
 from saelib import grid, stability, train
 from saelib.activations import load_model
 from saelib.config import ActivationConfig, StabilityStudy, TrainConfig, stability_study
-from tiny_models import make_tiny_model
 
 
 @pytest.fixture(scope="module")

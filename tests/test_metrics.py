@@ -1,5 +1,7 @@
+import pytest
 import torch
 
+from saelib import metrics, splice
 from saelib.config import SAEConfig
 from saelib.metrics import evaluate_sae, explained_variance, l0
 from saelib.sae import SAE
@@ -29,3 +31,113 @@ def test_streaming_eval_equals_one_batch():
     torch.testing.assert_close(full.frequency, (out.latents != 0).float().mean(1))
     torch.testing.assert_close(full.dead_fraction, (full.frequency == 0).float().mean(-1))
     assert evaluate_sae(sae, x.split(100), max_tokens=250).n_tokens == 250
+
+
+# --- Masked explained variance and per-latent statistics (chapter 2 builds on them) -----------------------------------
+
+
+def _sae(variant="topk", S=2, d_in=8, d_sae=24, k=3, seed=0):
+    sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae, variant=variant, k=k, n_seeds=S, seed=seed)).eval()
+    with torch.no_grad():
+        sae.b_dec.normal_()
+        sae.b_enc.normal_(0, 0.3)
+    return sae
+
+
+@pytest.mark.parametrize("variant", ["topk", "relu"])
+def test_masked_explained_variance_full_none_and_dense_reference(variant):
+    sae = _sae(variant)
+    x = torch.randn(600, 8) * 2 + 0.5
+    S, F = sae.n_seeds, sae.cfg.d_sae
+    subset = torch.rand(S, F) < 0.4
+    masks = torch.stack([torch.ones(S, F, dtype=torch.bool), torch.zeros(S, F, dtype=torch.bool), subset])
+    out = metrics.masked_explained_variance(sae, x.split(77), masks)
+    assert out.masked.shape == (3, S) and out.n_tokens == 600
+    assert torch.equal(out.masked[0], out.full)  # keeping every latent is the full SAE, bit for bit
+    torch.testing.assert_close(out.full, evaluate_sae(sae, x).explained_variance, atol=1e-5, rtol=0)
+    with torch.no_grad():  # independent references: dense decoding and torch.var
+        z = sae.encode(x)
+        ref_subset = explained_variance(x, sae.decode(z * subset[:, None]))
+        ref_none = explained_variance(x, sae.b_dec[:, None].expand(S, 600, 8))
+    torch.testing.assert_close(out.masked[2], ref_subset, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.masked[1], ref_none, atol=1e-5, rtol=0)  # no latent: b_dec alone
+
+
+def test_masked_explained_variance_rejects_bad_masks():
+    sae = _sae()
+    with pytest.raises(ValueError, match="masks must be bool"):
+        metrics.masked_explained_variance(sae, torch.randn(10, 8), torch.ones(2, 24))
+
+
+def test_feature_activation_stats_against_direct_computation():
+    sae = _sae("relu")
+    x = torch.randn(300, 8)
+    st = metrics.feature_activation_stats(sae, x.split(64), max_tokens=250)
+    with torch.no_grad():
+        z = sae.encode(x[:250])
+    torch.testing.assert_close(st.frequency, (z > 0).float().mean(1))
+    torch.testing.assert_close(st.max_activation, z.amax(1))
+    torch.testing.assert_close(st.mass, z.double().sum(1))
+    fired = (z > 0).sum(1)
+    torch.testing.assert_close(st.mean_activation[fired > 0], (z.sum(1) / fired.clamp_min(1))[fired > 0])
+    assert torch.isnan(st.mean_activation[fired == 0]).all()
+    torch.testing.assert_close(st.mass_share.sum(-1), torch.ones(2))
+    assert st.n_tokens == 250
+
+
+# --- With a tiny language model (offline) ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    from tiny_models import make_tiny_model
+
+    from saelib import activations as A
+
+    return A.load_model(str(make_tiny_model(tmp_path_factory.mktemp("gpt2"), "gpt2")), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_contexts(tiny_lm):
+    from saelib import corpus
+
+    docs = corpus.load_documents("fixture")
+    ctx = corpus.tokenize_contexts(docs, tiny_lm.tokenizer, context_len=20, min_tail=4)[:5].copy()
+    ctx[-1, 12:] = tiny_lm.pad_id
+    return ctx
+
+
+def _tiny_sae(zero_bias=False):
+    torch.manual_seed(1)
+    sae = SAE(SAEConfig(d_in=32, d_sae=48, k=4, n_seeds=2)).eval()
+    with torch.no_grad():
+        sae.W_dec.mul_(3.0)
+        if not zero_bias:
+            sae.b_dec.normal_(0, 0.5)
+    return sae
+
+
+def test_masked_spliced_ce_keeps_all_exactly_and_none_is_zero_ablation(tiny_lm, tiny_contexts):
+    sae = _tiny_sae(zero_bias=True)
+    S, F = 2, 48
+    subset = torch.rand(S, F) < 0.5
+    masks = torch.stack([torch.ones(S, F, dtype=torch.bool), torch.zeros(S, F, dtype=torch.bool), subset])
+    out = metrics.masked_spliced_ce(tiny_lm, tiny_contexts, sae, masks, layer=1, batch_size=5)
+    full = splice.spliced_ce(tiny_lm, tiny_contexts, splice.sae_reconstructor(sae), layer=1, batch_size=5)
+    assert out.spliced_loss.shape == (3, 2) and out.seeds == [0, 1]
+    assert torch.equal(out.spliced_loss[0], full.spliced_loss)  # all latents kept: the full SAE's CE, exactly
+    assert torch.equal(out.kl_div[0], full.kl_div) and out.clean_loss == full.clean_loss
+    assert (out.spliced_loss[1] == out.zero_ablation_loss).all()  # none kept (b_dec = 0): zero ablation
+    assert (out.ce_loss_score[1] == 0).all()
+    part = splice.spliced_ce(tiny_lm, tiny_contexts, splice.sae_reconstructor(sae, subset), layer=1, batch_size=5)
+    torch.testing.assert_close(out.spliced_loss[2], part.spliced_loss)
+    one = metrics.masked_spliced_ce(tiny_lm, tiny_contexts, sae, masks[2:], layer=1, seeds=[1], batch_size=5)
+    torch.testing.assert_close(one.spliced_loss[0, 0], out.spliced_loss[2, 1])
+
+
+def test_masked_spliced_ce_none_kept_is_the_bias_alone(tiny_lm, tiny_contexts):
+    sae = _tiny_sae()
+    masks = torch.zeros(1, 2, 48, dtype=torch.bool)
+    out = metrics.masked_spliced_ce(tiny_lm, tiny_contexts, sae, masks, layer=1)
+    ref = splice.spliced_ce(tiny_lm, tiny_contexts, lambda x: sae.b_dec[:, None].expand(2, len(x), 32), layer=1)
+    torch.testing.assert_close(out.spliced_loss[0], ref.spliced_loss)

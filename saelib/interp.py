@@ -1,0 +1,437 @@
+"""What latents respond to: top-activating contexts, how concentrated their triggers are on one token string, and
+automatic explanations scored by detection (PAPER.md, claim 2: unstable latents are dominated by surface-form
+triggers).
+
+- `top_activations`: the `n_top` largest activations of every latent over a store split, with their rows (the
+  token ids and contexts stored with the shards say which token and context each row is), and the latents of a
+  few random rows (the non-activating examples of detection scoring).
+- `trigger_stats`: per latent, the share of its top activations that fall on its most common token string and the
+  entropy of the triggering token strings.
+- `context_window`, `top_contexts_table`, `html_table`: readable contexts with the trigger token highlighted.
+- The explainer: `ExplainerConfig.from_env()` (an OpenAI-compatible chat endpoint named by environment
+  variables), `explain_feature` (a one-line explanation from top contexts, as delphi and SAEBench ask for) and
+  `detection_score` (the explainer's model, given the explanation, says which of held-out activating and random
+  non-activating contexts activate the latent; the score is the balanced accuracy).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from saelib.sae import SAE
+
+log = logging.getLogger(__name__)
+
+ENV_BASE_URL, ENV_MODEL, ENV_API_KEY = "SAELIB_EXPLAINER_BASE_URL", "SAELIB_EXPLAINER_MODEL", "SAELIB_EXPLAINER_API_KEY"
+"""Environment variables naming the explainer endpoint (`{base}/chat/completions`), its model and its key."""
+
+
+# --- Top activations ----------------------------------------------------------------------------------------------
+
+
+class TopActivations(NamedTuple):
+    """The largest activations of every latent over the rows of a store split."""
+
+    values: Tensor
+    """`(S, n_top, d_sae)` activations, largest first (0 where the latent fired on fewer than n_top rows)."""
+    rows: Tensor
+    """`(S, n_top, d_sae)` long: the row of each activation in the split (-1 where `values` is 0)."""
+    n_firing: Tensor
+    """`(S, d_sae)` long: rows on which the latent fires."""
+    random_rows: Tensor
+    """`(n_random,)` long: uniformly drawn rows of the split."""
+    random_active: Tensor
+    """`(S, n_random, d_sae)` bool: whether each latent fires on each random row."""
+    n_rows: int
+    """Rows scanned."""
+
+
+def _row_chunks(source, max_rows: int | None, chunk: int = 2048):
+    """Rows of a store (its shards in order, which is the order of `metadata()`) or of a tensor, in chunks."""
+    if isinstance(source, Tensor):
+        parts = [source]
+    else:
+        parts = (source.shard(i) for i in range(source.n_shards))
+    n = 0
+    for part in parts:
+        for x in part.split(chunk):
+            if max_rows is not None:
+                x = x[: max_rows - n]
+            if not len(x):
+                return
+            yield n, x
+            n += len(x)
+
+
+@torch.no_grad()
+def top_activations(sae: SAE, source, *, n_top: int = 20, max_rows: int | None = None, n_random: int = 500,
+                    seed: int = 0) -> TopActivations:
+    """The `n_top` largest activations of every latent of every seed, streamed over a store split.
+
+    Args:
+        sae: the stack (S seeds; `sae.select([...])` for fewer).
+        source: an `ActivationStore` split (rows in `metadata()` order) or activations `(N, d_in)`.
+        n_top: activations kept per latent.
+        max_rows: scan only the first rows.
+        n_random: random rows whose latents are recorded (non-activating examples).
+        seed: seed of the random rows.
+    """
+    if n_top < 1:
+        raise ValueError(f"n_top={n_top} must be >= 1")
+    dev = sae.W_dec.device
+    S, F = sae.n_seeds, sae.cfg.d_sae
+    total = len(source) if max_rows is None else min(max_rows, len(source))
+    gen = torch.Generator().manual_seed(seed)
+    rand_rows = torch.randperm(total, generator=gen)[: min(n_random, total)].sort().values
+    rand_active = torch.zeros(S, len(rand_rows), F, dtype=torch.bool)
+    best_v = torch.zeros(S, n_top, F, device=dev)
+    best_r = torch.full((S, n_top, F), -1, dtype=torch.long, device=dev)
+    n_firing = torch.zeros(S, F, dtype=torch.long, device=dev)
+    n = 0
+    for start, x in _row_chunks(source, max_rows):
+        z = sae.encode(x.to(dev, torch.float32))  # (S, B, d_sae)
+        n_firing += (z > 0).sum(1)
+        rows = torch.arange(start, start + len(x), device=dev).view(1, -1, 1).expand(S, -1, F)
+        v, i = torch.cat([best_v, z], 1).topk(n_top, dim=1)  # (S, n_top, d_sae)
+        best_v, best_r = v, torch.cat([best_r, rows], 1).gather(1, i)
+        inside = (rand_rows >= start) & (rand_rows < start + len(x))
+        if inside.any():
+            rand_active[:, inside] = (z[:, (rand_rows[inside] - start).to(dev)] > 0).cpu()
+        n = start + len(x)
+    best_r = torch.where(best_v > 0, best_r, torch.full_like(best_r, -1))
+    return TopActivations(best_v.cpu(), best_r.cpu(), n_firing.cpu(), rand_rows, rand_active, n)
+
+
+# --- Surface-form statistics --------------------------------------------------------------------------------------
+
+
+def token_strings(tokenizer, token_ids, normalize: bool = True) -> dict[int, str]:
+    """Each token id's string (`tokenizer.decode([id])`); with `normalize`, stripped of spaces and lower-cased, so
+    that " The", "the" and "THE" count as one surface form."""
+    out = {}
+    for t in sorted({int(t) for t in np.asarray(token_ids).ravel()}):
+        s = tokenizer.decode([t]) if tokenizer is not None else str(t)
+        out[t] = s.strip().lower() if normalize else s
+    return out
+
+
+def trigger_stats(top: TopActivations, token_id: np.ndarray, tokenizer=None, *, normalize: bool = True,
+                  min_count: int | None = None) -> pd.DataFrame:
+    """How concentrated each latent's triggers are: one row per (seed, latent).
+
+    Over the latent's top activations, the trigger is the token at the activating position. Reported: `n_top`
+    (activations used), `top_token` (most common trigger string), `top_share` (share of the top activations on it),
+    `entropy_bits` (Shannon entropy of the trigger strings, at most log2(n_top)) and `n_distinct`. Latents with
+    fewer than `min_count` activations (default: the full n_top) get NaN, since fewer samples lower the entropy.
+
+    Args:
+        top: `top_activations` of a split.
+        token_id: `(N,)` token id of each row of that split (`store.metadata().token_id`).
+        tokenizer: maps ids to strings (None: ids are their own strings).
+        normalize: strip and lower-case token strings (see `token_strings`).
+        min_count: activations a latent needs for its statistics.
+    """
+    S, n_top, F = top.rows.shape
+    min_count = n_top if min_count is None else min_count
+    rows = top.rows.numpy()
+    ids = np.where(rows >= 0, np.asarray(token_id)[np.clip(rows, 0, None)], -1)  # (S, n_top, F)
+    strings = token_strings(tokenizer, ids[ids >= 0], normalize)
+    names = sorted(set(strings.values()))
+    code_of = {t: names.index(s) for t, s in strings.items()}
+    codes = np.vectorize(lambda t: code_of.get(int(t), -1), otypes=[int])(ids) if ids.size else ids
+    records = []
+    for s in range(S):
+        for f in range(F):
+            c = codes[s, :, f]
+            c = c[c >= 0]
+            if len(c) < max(min_count, 1):
+                records.append((s, f, len(c), None, np.nan, np.nan, np.nan))
+                continue
+            vals, counts = np.unique(c, return_counts=True)
+            p = counts / counts.sum()
+            records.append((s, f, len(c), names[vals[counts.argmax()]], float(p.max()),
+                            float(-(p * np.log2(p)).sum()) + 0.0, len(vals)))
+    return pd.DataFrame(records, columns=["seed", "latent", "n_top", "top_token", "top_share", "entropy_bits",
+                                          "n_distinct"])
+
+
+# --- Readable contexts --------------------------------------------------------------------------------------------
+
+
+def context_window(contexts: np.ndarray, context: int, position: int, *, left: int = 12, right: int = 4,
+                   pad_id: int | None = None, bos_id: int | None = None) -> tuple[list[int], int, list[int]]:
+    """Token ids `(before, trigger, after)` around `contexts[context, position]`, without BOS and padding."""
+    row = np.asarray(contexts)[context]
+    skip = {pad_id, bos_id} - {None}
+    before = [int(t) for t in row[max(0, position - left) : position] if int(t) not in skip]
+    after = [int(t) for t in row[position + 1 : position + 1 + right] if int(t) not in skip]
+    return before, int(row[position]), after
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~$])")
+
+
+def _md(text: str) -> str:
+    return _MD_SPECIAL.sub(r"\\\1", text.replace("\n", "⏎").replace("\r", ""))
+
+
+def _html(text: str) -> str:
+    return html.escape(text.replace("\n", "⏎").replace("\r", ""))
+
+
+def render_context(tokenizer, before: list[int], trigger: int, after: list[int], style: str = "html") -> str:
+    """One line of text with the trigger token highlighted: `<mark><b>tok</b></mark>` (html, the rest escaped),
+    `**tok**` (markdown, other characters escaped), `<<tok>>` (plain, for explainer prompts) or nothing marked
+    (`none`, for detection prompts, which end at the trigger). Line breaks show as ⏎."""
+    if tokenizer is None:
+        b, t, a = (" ".join(map(str, ids)) for ids in (before, [trigger], after))
+    else:
+        b, t, a = tokenizer.decode(before), tokenizer.decode([trigger]), tokenizer.decode(after)
+    if style == "html":
+        t = t.replace("\n", "⏎")
+        lead = t[: len(t) - len(t.lstrip())]
+        return f"{_html(b)}{_html(lead)}<mark><b>{_html(t.strip()) or '␣'}</b></mark>{_html(a)}"
+    if style == "markdown":
+        t = t.replace("\n", "⏎")
+        lead = t[: len(t) - len(t.lstrip())]
+        return f"{_md(b)}{_md(lead)}**{_md(t.strip()) or '␣'}**{_md(a)}"
+    if style == "plain":
+        return f"{b}<<{t}>>{a}".replace("\n", "⏎")
+    if style == "none":
+        return f"{b}{t}{a}".replace("\n", "⏎")
+    raise ValueError(f"style={style!r} must be html, markdown, plain or none")
+
+
+def top_contexts_table(top: TopActivations, meta, contexts: np.ndarray, tokenizer, seed: int, features,
+                       *, n: int = 5, left: int = 12, right: int = 4, pad_id=None, bos_id=None,
+                       style: str = "html") -> pd.DataFrame:
+    """The `n` top contexts of each of `features` (seed position `seed`), trigger highlighted (`render_context`).
+
+    Args:
+        top: `top_activations` of a split; meta: that split's `TokenMetadata`; contexts: its `contexts()`.
+        tokenizer: decodes ids.
+        seed: seed position within `top`.
+        features: latent indices.
+    """
+    records = []
+    for f in features:
+        for r in range(min(n, top.rows.shape[1])):
+            row = int(top.rows[seed, r, f])
+            if row < 0:
+                break
+            b, t, a = context_window(contexts, int(meta.context[row]), int(meta.position[row]), left=left,
+                                     right=right, pad_id=pad_id, bos_id=bos_id)
+            records.append({"latent": int(f), "rank": r + 1, "activation": float(top.values[seed, r, f]),
+                            "context": render_context(tokenizer, b, t, a, style)})
+    return pd.DataFrame(records, columns=["latent", "rank", "activation", "context"])
+
+
+def html_table(df: pd.DataFrame, floatfmt: str = "{:.2f}") -> str:
+    """An HTML table of `df` whose cells are used as they are (so `render_context(..., "html")` keeps its marks);
+    myst-nb's default markdown renderer (CommonMark) has no tables, HTML renders everywhere."""
+    return df.to_html(escape=False, index=False, float_format=floatfmt.format, border=0)
+
+
+# --- Automatic explanations (delphi / SAEBench style) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExplainerConfig:
+    """An OpenAI-compatible chat endpoint and how explanations are asked for and scored."""
+
+    base_url: str
+    """Endpoint root; requests go to `{base_url}/chat/completions`."""
+    model: str
+    """Model name sent with every request."""
+    api_key: str | None = None
+    """Bearer token (never written to the cache)."""
+    n_explain: int = 10
+    """Top contexts shown to the explainer (the even ranks of the top activations)."""
+    n_score: int = 10
+    """Held-out activating contexts scored (the odd ranks), and as many random non-activating ones."""
+    left: int = 16
+    """Tokens of context before the trigger."""
+    right: int = 4
+    """Tokens after the trigger in explanation prompts (detection prompts end at the token scored)."""
+    temperature: float = 0.0
+    """Sampling temperature."""
+    max_tokens: int = 256
+    """Longest reply."""
+    timeout_s: float = 120.0
+    """Seconds to wait for a reply."""
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"ExplainerConfig.base_url={self.base_url!r} must start with http:// or https://")
+        if not self.model:
+            raise ValueError("ExplainerConfig.model is empty")
+        if self.n_explain < 1 or self.n_score < 1:
+            raise ValueError("ExplainerConfig.n_explain and n_score must be >= 1")
+
+    @classmethod
+    def from_env(cls, **overrides) -> ExplainerConfig | None:
+        """From `SAELIB_EXPLAINER_BASE_URL`, `SAELIB_EXPLAINER_MODEL` and optional `SAELIB_EXPLAINER_API_KEY`;
+        None when the first two are not both set."""
+        base, model = os.environ.get(ENV_BASE_URL, "").strip(), os.environ.get(ENV_MODEL, "").strip()
+        if not base or not model:
+            return None
+        return cls(base_url=base.rstrip("/"), model=model, api_key=os.environ.get(ENV_API_KEY) or None, **overrides)
+
+    def cache_key(self) -> dict:
+        """Everything that determines the replies, without the key."""
+        return {k: v for k, v in self.__dict__.items() if k != "api_key"}
+
+
+class ExplainerError(RuntimeError):
+    """The endpoint failed or replied with something that is not a chat completion."""
+
+
+def chat_completion(cfg: ExplainerConfig, messages: list[dict]) -> str:
+    """POST `{base_url}/chat/completions` and return the first choice's message content."""
+    body = json.dumps({"model": cfg.model, "messages": messages, "temperature": cfg.temperature,
+                       "max_tokens": cfg.max_tokens}).encode()
+    headers = {"Content-Type": "application/json"}
+    if cfg.api_key:
+        headers["Authorization"] = f"Bearer {cfg.api_key}"
+    req = urllib.request.Request(f"{cfg.base_url.rstrip('/')}/chat/completions", data=body, headers=headers,
+                                 method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=cfg.timeout_s) as resp:
+            reply = json.loads(resp.read().decode())
+    except urllib.error.HTTPError as e:
+        raise ExplainerError(f"explainer endpoint {cfg.base_url} answered HTTP {e.code}") from None
+    except (urllib.error.URLError, TimeoutError, ValueError) as e:
+        raise ExplainerError(f"explainer endpoint {cfg.base_url} failed: {e}") from None
+    try:
+        return str(reply["choices"][0]["message"]["content"]).strip()
+    except (KeyError, IndexError, TypeError):
+        raise ExplainerError(f"explainer endpoint {cfg.base_url} sent no choices[0].message.content") from None
+
+
+EXPLAIN_SYSTEM = (
+    "You are explaining a latent feature of a sparse autoencoder trained on a language model's activations. "
+    "You are shown text excerpts where the feature activates strongly; the token where it activates is marked "
+    "<<like this>>. Reply with one short line describing what the feature responds to (a token, a word, a "
+    "syntactic role, a topic, ...). Begin the line with 'TOKEN:' if the feature responds to a particular token or "
+    "spelling largely regardless of its meaning or context (a surface form), otherwise with 'CONTEXT:'. No preamble."
+)
+DETECT_SYSTEM = (
+    "A sparse autoencoder feature is described by an explanation. For each numbered text excerpt, decide whether "
+    "the feature activates on the LAST token of the excerpt. Reply with only a JSON list of 0s and 1s, one per "
+    "excerpt, in order (1: activates, 0: does not)."
+)
+
+
+class Explanation(NamedTuple):
+    """An explainer's reply."""
+
+    text: str
+    """The one-line explanation (without its tag)."""
+    surface_form: bool | None
+    """True when the explainer tagged it `TOKEN:` (a surface-form trigger), False for `CONTEXT:`, None untagged."""
+
+
+def explain_feature(cfg: ExplainerConfig, examples: list[str]) -> Explanation:
+    """A one-line explanation from contexts whose trigger is marked `<<tok>>` (`render_context(..., "plain")`)."""
+    user = "\n".join(f"Example {i + 1}: {e}" for i, e in enumerate(examples))
+    reply = chat_completion(cfg, [{"role": "system", "content": EXPLAIN_SYSTEM}, {"role": "user", "content": user}])
+    lines = [ln.strip() for ln in reply.splitlines() if ln.strip()]
+    line = lines[0] if lines else ""
+    m = re.match(r"^\W*(TOKEN|CONTEXT)\W*:\s*(.*)$", line, flags=re.IGNORECASE)
+    if m is None:
+        return Explanation(line, None)
+    return Explanation(m.group(2).strip(), m.group(1).upper() == "TOKEN")
+
+
+def parse_labels(reply: str, n: int) -> list[int] | None:
+    """The n 0/1 labels of a detection reply (a JSON list, else the reply's first n lone 0/1 digits); None if absent."""
+    m = re.search(r"\[[^\[\]]*\]", reply)
+    if m:
+        try:
+            vals = json.loads(m.group(0))
+            if len(vals) == n and all(int(v) in (0, 1) for v in vals):
+                return [int(v) for v in vals]
+        except (ValueError, TypeError):
+            pass
+    digits = re.findall(r"(?<![\d.])[01](?![\d.])", reply)
+    return [int(d) for d in digits] if len(digits) == n else None
+
+
+class DetectionScore(NamedTuple):
+    """How well an explanation lets the explainer's model tell activating from non-activating contexts."""
+
+    balanced_accuracy: float
+    """Mean of the recall on activating and on non-activating contexts (0.5: chance); NaN if the reply was unusable."""
+    recall: float
+    """Share of activating contexts labelled 1."""
+    specificity: float
+    """Share of non-activating contexts labelled 0."""
+    n_positive: int
+    """Activating contexts scored."""
+    n_negative: int
+    """Non-activating contexts scored."""
+
+
+def detection_score(cfg: ExplainerConfig, explanation: str, positives: list[str], negatives: list[str], *,
+                    seed: int = 0) -> DetectionScore:
+    """Detection scoring (delphi, SAEBench): the model labels a shuffled mix of held-out activating contexts and
+    random non-activating ones, each ending at the token in question, given only the explanation."""
+    items = [(t, 1) for t in positives] + [(t, 0) for t in negatives]
+    if not positives or not negatives:
+        raise ValueError("positives and negatives must both be non-empty")
+    order = np.random.default_rng(seed).permutation(len(items))
+    texts, truth = [items[i][0] for i in order], np.array([items[i][1] for i in order])
+    user = f"Explanation: {explanation}\n\n" + "\n".join(f"{i + 1}. {t}" for i, t in enumerate(texts))
+    reply = chat_completion(cfg, [{"role": "system", "content": DETECT_SYSTEM}, {"role": "user", "content": user}])
+    labels = parse_labels(reply, len(texts))
+    if labels is None:
+        log.warning("unusable detection reply: %.80s", reply)
+        return DetectionScore(np.nan, np.nan, np.nan, len(positives), len(negatives))
+    pred = np.array(labels)
+    recall, spec = float(pred[truth == 1].mean()), float(1 - pred[truth == 0].mean())
+    return DetectionScore((recall + spec) / 2, recall, spec, len(positives), len(negatives))
+
+
+def explain_and_score(cfg: ExplainerConfig, top: TopActivations, meta, contexts: np.ndarray, tokenizer,
+                      seed: int, features, *, pad_id=None, bos_id=None, rng_seed: int = 0) -> pd.DataFrame:
+    """Explain each of `features` (seed position `seed`) from its even-ranked top contexts and score the explanation
+    on its odd-ranked ones against random rows where it does not fire. One row per latent: `latent`,
+    `explanation`, `surface_form` (the explainer's tag) and the `DetectionScore` fields."""
+    rng = np.random.default_rng(rng_seed)
+    win = {"left": cfg.left, "pad_id": pad_id, "bos_id": bos_id}
+    records = []
+    for f in features:
+        rows = [int(r) for r in top.rows[seed, :, f] if r >= 0]
+        shown, held = rows[0::2][: cfg.n_explain], rows[1::2][: cfg.n_score]
+        silent = top.random_rows[~top.random_active[seed, :, f]].numpy()
+        if not shown or not held or not len(silent):
+            records.append({"latent": int(f), "explanation": None, "surface_form": None,
+                            **dict.fromkeys(DetectionScore._fields, np.nan)})
+            continue
+        neg_rows = rng.choice(silent, size=min(len(held), len(silent)), replace=False)
+        examples = [render_context(tokenizer, *context_window(contexts, int(meta.context[r]), int(meta.position[r]),
+                                                              right=cfg.right, **win), "plain") for r in shown]
+        explanation = explain_feature(cfg, examples)
+
+        def ending_at(r):  # noqa: E306 - a context that ends at the token scored
+            b, t, _ = context_window(contexts, int(meta.context[r]), int(meta.position[r]), right=0, **win)
+            return render_context(tokenizer, b, t, [], "none")
+
+        score = detection_score(cfg, explanation.text, [ending_at(r) for r in held],
+                                [ending_at(int(r)) for r in neg_rows], seed=int(rng.integers(1 << 31)))
+        records.append({"latent": int(f), "explanation": explanation.text, "surface_form": explanation.surface_form,
+                        **score._asdict()})
+    return pd.DataFrame(records)
