@@ -3,6 +3,7 @@ that the notebooks then read.
 
     python -m saelib synthetic --scale default --device cuda
     HF_HUB_OFFLINE=1 python -m saelib collect --scale default
+    HF_HUB_OFFLINE=1 python -m saelib grid --scale default     # chapter 1's grid: train and score every point
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ def _collect(args: argparse.Namespace) -> None:
     logging.getLogger("saelib").info("activations ready: %s (eval: %d tokens)", store, store.eval.n_tokens)
 
 
+def _grid(args: argparse.Namespace) -> None:
+    from saelib import grid
+
+    study = config.stability_study(args.scale)
+    study = replace(study, train=replace(study.train, device=args.device))
+    table, _, _ = grid.run_grid(study)
+    logging.getLogger("saelib").info("grid %s:\n%s", args.scale, table.to_string())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m saelib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,6 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale", default="default", choices=config.SCALES)
     p.add_argument("--device", default="auto")
     p.set_defaults(run=_collect)
+    p = sub.add_parser("grid", help="train and score chapter 1's grid of SAEs into the cache (resumable per point)")
+    p.add_argument("--scale", default="default", choices=config.SCALES)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=_grid)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args.run(args)

@@ -27,3 +27,21 @@ def test_collect_command_at_smoke_scale():
     cli.main(["collect", "--scale", "smoke", "--device", "cpu"])
     store = activations.collect_activations(config.ACTIVATION_SCALES["smoke"], progress=False)  # a cache hit
     assert store.n_tokens >= config.ACTIVATION_SCALES["smoke"].n_train_tokens and store.d_in == 640
+
+
+def test_grid_command_runs_the_scales_grid_on_the_device(monkeypatch):
+    import pandas as pd
+
+    from saelib import config, grid
+
+    seen = {}
+
+    def fake_run_grid(study, **kw):
+        seen["study"] = study
+        return pd.DataFrame({"d_sae": [1]}), {}, {}
+
+    monkeypatch.setattr(grid, "run_grid", fake_run_grid)
+    cli.main(["grid", "--scale", "smoke", "--device", "cpu"])
+    expected = config.stability_study("smoke")
+    assert seen["study"].train.device == "cpu"
+    assert seen["study"].activations == expected.activations and seen["study"].sizes == expected.sizes
