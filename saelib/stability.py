@@ -326,7 +326,9 @@ def seed_pair_scores(sae: SAE, threshold: float = 0.7, method: str = "auto") -> 
     (its mean over pairs is `pw_mcc`, Song et al. 2025).
 
     Returns:
-        One row per pair `s < t`: `s`, `t`, `shared_fraction`, `matched_cosine`.
+        One row per pair `s < t`: `s`, `t`, `shared_fraction`, `matched_cosine`, and the two halves of the
+        shared rule on their own: `decoder_shared` and `encoder_shared` (matched pairs whose decoder, resp. encoder,
+        cosine exceeds `threshold`).
     """
     dec, enc = sae.decoder_directions(), sae.encoder_directions()
     rows_out = []
@@ -334,7 +336,9 @@ def seed_pair_scores(sae: SAE, threshold: float = 0.7, method: str = "auto") -> 
         rows, cols, dec_cos = hungarian_match(dec[s], dec[t], method)
         enc_cos = (enc[s][rows] * enc[t][cols]).sum(-1).cpu().numpy()
         shared = float(((dec_cos > threshold) & (enc_cos > threshold)).sum() / dec.shape[1])
-        rows_out.append({"s": s, "t": t, "shared_fraction": shared, "matched_cosine": float(dec_cos.mean())})
+        rows_out.append({"s": s, "t": t, "shared_fraction": shared, "matched_cosine": float(dec_cos.mean()),
+                         "decoder_shared": float((dec_cos > threshold).mean()),
+                         "encoder_shared": float((enc_cos > threshold).mean())})
     if not rows_out:
         raise ValueError("seed_pair_scores needs at least 2 seeds")
     return pd.DataFrame(rows_out)

@@ -5,32 +5,67 @@ their squared singular values. Two subspaces are compared by their principal ang
 `||P_A P_B||_F^2 / min(r_A, r_B)`, which is 1 when the smaller lies inside the larger and `max(r_A, r_B) / d` on
 average for random subspaces. Baselines: uniformly random subspaces, and directions drawn from the activation
 covariance (the harder null: real features live where the data has variance).
+
+`stream_covariance` / `load_covariance` give the activation covariance for that null; `rank_stats` and
+`ordered_basis` give a set's effective rank and, from one decomposition, its span at every rank. Chapter 3's analysis
+of the stable / unstable split built on these lives in `saelib.geometry`.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
-from typing import NamedTuple
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from saelib.store import ActivationStore
+
+
+def single_threaded(fn: Callable) -> Callable:
+    """Run `fn` with one torch CPU thread, restoring the count after (GPU work is unaffected). Dense linear algebra at
+    these sizes (d ~ 10^3) gains little from threads, and on a shared CPU, LAPACK on two contended threads ran
+    10-150x slower than on one (a 640 x 640 float64 `eigh`: 9.5 s against 0.06 s). Every decomposition in this
+    module, `saelib.geometry` and `saelib.groups` runs under it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(n)
+
+    return wrapper
 
 
 def _unit(v: Tensor) -> Tensor:
     return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
+@single_threaded
 def energy_rank(vectors: Tensor, energy: float = 0.9) -> int:
     """Smallest r whose top-r singular values hold `energy` of the squared singular values of `vectors (n, d)`."""
     if not 0 < energy <= 1:
         raise ValueError(f"energy={energy} must lie in (0, 1]")
-    s2 = torch.linalg.svdvals(vectors.double()).pow(2)
-    if s2.sum() == 0:
+    return _rank_holding(torch.linalg.svdvals(vectors.double()).pow(2), energy)
+
+
+def _rank_holding(s2: Tensor, energy: float) -> int:
+    """Smallest r whose top-r entries of the descending `s2` hold `energy` of its sum (0 when it sums to 0)."""
+    if s2.numel() == 0 or s2.sum() == 0:
         return 0
     cum = s2.cumsum(0) / s2.sum()
-    return int((cum < energy - 1e-12).sum().item()) + 1
+    return min(int((cum < energy - 1e-12).sum().item()) + 1, s2.numel())
 
 
+@single_threaded
 def span_basis(vectors: Tensor, *, energy: float = 0.9, rank: int | None = None, unit: bool = True) -> Tensor:
     """Orthonormal basis `(r, d)` of the span of `vectors (n, d)`, truncated by `energy` or to a given `rank`.
 
@@ -50,6 +85,7 @@ def span_basis(vectors: Tensor, *, energy: float = 0.9, rank: int | None = None,
     return vh[:r].to(vectors.dtype if vectors.is_floating_point() else torch.float32)
 
 
+@single_threaded
 def principal_angles(a: Tensor, b: Tensor) -> Tensor:
     """Principal angles in radians, ascending, between the row spaces of orthonormal `a (r_a, d)` and `b (r_b, d)`.
 
@@ -72,12 +108,14 @@ def projection_share(vectors: Tensor, basis: Tensor) -> Tensor:
     return (v @ basis.double().T).pow(2).sum(-1).to(torch.float32)
 
 
+@single_threaded
 def participation_ratio(vectors: Tensor) -> float:
     """Effective rank `(sum l)^2 / sum l^2` of the eigenvalues l of the Gram matrix of the unit rows of `vectors`."""
     s2 = torch.linalg.svdvals(_unit(vectors.double())).pow(2)
     return float(s2.sum().pow(2) / s2.pow(2).sum())
 
 
+@single_threaded
 def random_subspace(d: int, rank: int, generator: torch.Generator | None = None) -> Tensor:
     """Uniformly random orthonormal basis `(rank, d)` (QR of a Gaussian matrix)."""
     if not 1 <= rank <= d:
@@ -87,10 +125,10 @@ def random_subspace(d: int, rank: int, generator: torch.Generator | None = None)
     return q.T.to(torch.float32)
 
 
+@single_threaded
 def covariance_directions(cov: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
     """`n` unit vectors `(n, d)` drawn from `N(0, cov)`: random directions weighted by the data's variance."""
-    evals, evecs = torch.linalg.eigh(cov.double())
-    root = evecs * evals.clamp_min(0).sqrt().unsqueeze(0)  # cov = root @ root.T
+    root = covariance_root(cov)
     z = torch.randn(n, cov.shape[0], generator=generator, dtype=torch.float64)
     return _unit(z @ root.T).to(torch.float32)
 
@@ -111,6 +149,7 @@ class RandomBaseline(NamedTuple):
     """Mean of the mean principal angle, in degrees."""
 
 
+@single_threaded
 def random_overlap_baseline(d: int, r_a: int, r_b: int, n_draws: int = 100, seed: int = 0) -> RandomBaseline:
     """Overlap and principal angles between independent random subspaces of ranks `r_a`, `r_b` in `R^d`."""
     gen = torch.Generator().manual_seed(seed)
@@ -119,3 +158,116 @@ def random_overlap_baseline(d: int, r_a: int, r_b: int, n_draws: int = 100, seed
     angles = torch.stack([torch.rad2deg(principal_angles(a, b)) for a, b in pairs])  # (n_draws, min(r_a, r_b))
     std = float(overlaps.std()) if n_draws > 1 else math.nan
     return RandomBaseline(float(overlaps.mean()), std, float(angles.amax(1).mean()), float(angles.mean()))
+
+
+# --- The activation covariance (the harder null) ---------------------------------------------------------------------
+
+
+class Covariance(NamedTuple):
+    """Mean and covariance of a stream of activations."""
+
+    mean: Tensor
+    """`(d,)` float64."""
+    cov: Tensor
+    """`(d, d)` float64, unbiased (divided by `n_tokens - 1`)."""
+    n_tokens: int
+
+
+def stream_covariance(batches: Iterable[Tensor], max_tokens: int | None = None) -> Covariance:
+    """Mean and covariance of the rows of `(B, d)` batches, the first `max_tokens` rows at most.
+
+    Sums are taken around the first batch's mean (so float32 products of centred rows lose nothing that matters) and
+    accumulated in float64.
+    """
+    if max_tokens is not None and max_tokens < 2:
+        raise ValueError(f"max_tokens={max_tokens} must be >= 2")
+    shift = s1 = s2 = None
+    n = 0
+    for x in batches:
+        x = x[: max_tokens - n] if max_tokens is not None else x
+        if len(x) == 0:
+            break
+        if shift is None:
+            shift = x.double().mean(0).float()
+            s1 = torch.zeros(x.shape[1], dtype=torch.float64)
+            s2 = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
+        c = x.float() - shift  # (B, d)
+        s1 += c.sum(0).double()
+        s2 += (c.T @ c).double()
+        n += len(x)
+    if n < 2:
+        raise ValueError("batches must hold at least 2 rows")
+    m = s1 / n
+    return Covariance(shift.double() + m, (s2 - n * torch.outer(m, m)) / (n - 1), n)
+
+
+def load_covariance(store: ActivationStore, max_tokens: int = 200_000) -> Covariance:
+    """`stream_covariance` of the first `max_tokens` rows of `store`, cached under `covariance/`."""
+    from safetensors.torch import load_file, save_file
+
+    from saelib.cache import atomic_write_json, cached_artifact
+
+    def build(work: Path) -> None:
+        c = stream_covariance((store.shard(i) for i in range(store.n_shards)), max_tokens)
+        save_file({"mean": c.mean, "cov": c.cov}, str(work / "covariance.safetensors"))
+        atomic_write_json(work / "covariance.json", {"n_tokens": c.n_tokens})
+
+    key = {"store": store.path.name, "split": store.split, "info": store.info, "max_tokens": max_tokens}
+    folder = cached_artifact("covariance", f"{store.path.name}-{store.split}", key, build)
+    t = load_file(str(folder / "covariance.safetensors"))
+    return Covariance(t["mean"], t["cov"], json.loads((folder / "covariance.json").read_text())["n_tokens"])
+
+
+# --- Effective rank, and one decomposition for every rank -----------------------------------------------------------
+
+
+class RankStats(NamedTuple):
+    """Effective rank of a set of directions."""
+
+    n: int
+    participation_ratio: float
+    """`(sum l)^2 / sum l^2` over the eigenvalues of the Gram matrix of the unit rows."""
+    energy_rank: int
+    """Smallest rank holding the configured share of the squared singular values."""
+
+
+def spectrum_rank_stats(s2: Tensor, energy: float = 0.9) -> RankStats:
+    """`RankStats` from the descending squared singular values `s2` of a set of unit rows (`ordered_basis`)."""
+    if s2.numel() == 0:
+        return RankStats(0, math.nan, 0)
+    return RankStats(len(s2), float(s2.sum().pow(2) / s2.pow(2).sum()), _rank_holding(s2, energy))
+
+
+@single_threaded
+def rank_stats(vectors: Tensor, energy: float = 0.9) -> RankStats:
+    """`RankStats` of the unit rows of `vectors (n, d)` (one SVD); `(0, nan, 0)` for an empty set."""
+    if len(vectors) == 0:
+        return RankStats(0, math.nan, 0)
+    return spectrum_rank_stats(torch.linalg.svdvals(_unit(vectors.double())).pow(2), energy)._replace(n=len(vectors))
+
+
+@single_threaded
+def ordered_basis(vectors: Tensor) -> tuple[Tensor, Tensor]:
+    """Squared singular values `(min(n, d),)` and right singular vectors `(k, d)` of the unit rows of
+    `vectors (n, d)`, by descending singular value: the first r rows are `span_basis(vectors, rank=r)`, so one
+    decomposition serves every rank (when n < d, only the k directions with non-zero singular value)."""
+    if len(vectors) == 0:
+        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, vectors.shape[-1])
+    v = _unit(vectors.double())  # (n, d)
+    # Eigendecomposition of the smaller Gram matrix: several times faster than the SVD.
+    if len(v) >= v.shape[1]:
+        evals, evecs = torch.linalg.eigh(v.T @ v)  # (d, d)
+        return evals.flip(0).clamp_min(0), evecs.flip(1).T.contiguous().float()
+    evals, u = torch.linalg.eigh(v @ v.T)  # (n, n)
+    s2, u = evals.flip(0), u.flip(1)
+    keep = s2 > 1e-12 * s2[0]  # directions with no energy have no defined right singular vector: left out
+    vh = (u[:, keep].T @ v) / s2[keep].sqrt().unsqueeze(1)
+    return s2.clamp_min(0), vh.float()
+
+
+@single_threaded
+def covariance_root(cov: Tensor) -> Tensor:
+    """`(d, d)` float64 `R` with `R @ R.T = cov` (eigendecomposition, negative eigenvalues clipped): `z @ R.T` for
+    standard normal rows `z` is drawn from N(0, cov)."""
+    evals, evecs = torch.linalg.eigh(cov.double())
+    return evecs * evals.clamp_min(0).sqrt().unsqueeze(0)
