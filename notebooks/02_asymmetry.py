@@ -390,5 +390,5 @@ claims
 
 # %% [markdown]
 # **Table 10.** Each part of claim 2, the number measured for stable and for unstable latents, the criterion, and
-# whether it holds here (computed; a part that could not be measured, such as explanations without an endpoint,
-# never counts as holding).
+# whether it holds here (computed; "not measured" for a part that could not be measured, such as explanations
+# without an endpoint).

@@ -349,16 +349,16 @@ def asymmetry_summary(cuts: pd.DataFrame, latents: pd.DataFrame, marginal: pd.Da
 
 def asymmetry_claims(summary: dict) -> pd.DataFrame:
     """Each part of claim 2 (PAPER.md), the number that tests it for stable and unstable latents, the criterion and
-    whether it holds in this run. A part with a NaN number, or whose stable or unstable group is empty (`share_*`
-    of 0), is not measured and never holds."""
+    whether it holds in this run (`holds`: "yes", "no", or "not measured" for a part with a NaN number, e.g. the
+    explainer when no endpoint is configured, or whose stable or unstable group is empty: `share_*` of 0)."""
     g = summary.get
     nan = np.nan
     empty = {name: g(f"share_{name}", 1.0) == 0 for name in ("stable", "unstable")}
 
     def row(claim, measure, stable, unstable, criterion, holds):
         stable, unstable = (nan if empty["stable"] else stable), (nan if empty["unstable"] else unstable)
-        return (claim, measure, stable, unstable, criterion, bool(holds) if np.isfinite([stable, unstable]).all()
-                else False)
+        measured = bool(np.isfinite([stable, unstable]).all())
+        return (claim, measure, stable, unstable, criterion, ("yes" if holds else "no") if measured else "not measured")
 
     rows = [
         row("stable latents carry more of the reconstruction", "EV keeping only the group",

@@ -8,6 +8,7 @@ manifest is missing or does not match its files is treated as corrupt: it is del
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -139,20 +140,41 @@ def cached_artifact(
     stays as `<dir>.partial` for the next attempt. A sealed folder that fails verification is rebuilt.
     """
     final = artifact_dir(kind, name, cfg, root)
-    if final.exists():
-        if not force and verify_manifest(final):
-            log.debug("cache hit %s", final)
-            return final
-        log.warning("artifact %s is %s; recomputing", final, "forced" if force else "corrupt or incomplete")
-        shutil.rmtree(final)
-    work = partial_dir(final)
-    work.mkdir(parents=True, exist_ok=True)
-    log.info("building %s", final)
-    build(work)
-    atomic_write_json(work / CONFIG, {"kind": kind, "name": name, "config": cfg})
-    write_manifest(work)
-    os.replace(work, final)
+    if not force and final.exists() and verify_manifest(final):
+        log.debug("cache hit %s", final)
+        return final
+    with _build_lock(final):  # another process building the same artifact: wait for it, then read its result
+        if final.exists():
+            if not force and verify_manifest(final):
+                return final
+            log.warning("artifact %s is %s; recomputing", final, "forced" if force else "corrupt or incomplete")
+            shutil.rmtree(final)
+        work = partial_dir(final)
+        work.mkdir(parents=True, exist_ok=True)
+        log.info("building %s", final)
+        build(work)
+        atomic_write_json(work / CONFIG, {"kind": kind, "name": name, "config": cfg})
+        write_manifest(work)
+        os.replace(work, final)
     return final
+
+
+@contextlib.contextmanager
+def _build_lock(final: Path):
+    """An exclusive advisory lock (`fcntl.flock` on `<artifact>.lock`) held while `final` is built, so that two
+    processes asking for the same artifact never write into the same `.partial` folder at once."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock
+        yield
+        return
+    with open(final.with_name(final.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def cached_result(kind: str, name: str, key: Any, compute: Callable[[], Any]) -> Any:

@@ -107,12 +107,14 @@ def test_asymmetry_summary_and_claims_on_known_numbers():
     assert s["ev_keep_mass_stable"] == 0.6 and s["ev_remove_unstable"] == 0.88
     assert s["frequency_median_stable"] == pytest.approx(0.2) and s["share_unstable"] == pytest.approx(1 / 3)
     claims = asymmetry.asymmetry_claims(s).set_index("measured as")
-    assert claims.loc["EV keeping only the group", "holds"]
-    assert claims.loc["EV keeping the group minus its mass-matched control", "holds"]  # 0.2 > -0.01
-    assert claims.loc["median firing frequency", "holds"]
-    assert not claims.loc["mean share of top activations on one token", "holds"]  # not measured: never holds
+    assert claims.loc["EV keeping only the group", "holds"] == "yes"
+    assert claims.loc["EV keeping the group minus its mass-matched control", "holds"] == "yes"  # 0.2 > -0.01
+    assert claims.loc["median firing frequency", "holds"] == "yes"
+    assert claims.loc["mean share of top activations on one token", "holds"] == "not measured"
+    flipped = asymmetry.asymmetry_claims(s | {"frequency_median_unstable": 1.0}).set_index("measured as")
+    assert flipped.loc["median firing frequency", "holds"] == "no"
     no_stable = asymmetry.asymmetry_claims(s | {"share_stable": 0.0})
-    assert not no_stable.holds.any() and no_stable.stable.isna().all()  # an empty group tests nothing
+    assert (no_stable.holds == "not measured").all() and no_stable.stable.isna().all()  # an empty group tests nothing
 
 
 def test_asymmetry_config_scales_and_validation():

@@ -106,3 +106,27 @@ def test_cached_result_computes_once_and_reads_back():
     assert cache.verify_manifest(folder) and (folder / "result.pt").is_file()
     cache.cached_result("results", "t", {"x": 2}, compute)  # another key: computed again
     assert len(calls) == 2
+
+
+def test_concurrent_builders_of_one_artifact_build_it_once(tmp_path):
+    import threading
+    import time
+
+    from saelib.cache import cached_artifact
+
+    builds = []
+
+    def build(work):
+        builds.append(work)
+        time.sleep(0.3)  # long enough for the second caller to arrive while the first is building
+        (work / "x.txt").write_text("x")
+
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(cached_artifact("k", "n", {"a": 1}, build, root=tmp_path)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and out[0] == out[1] and (out[0] / "x.txt").read_text() == "x"
