@@ -161,15 +161,17 @@ def cached_artifact(
 
 @contextlib.contextmanager
 def _build_lock(final: Path):
-    """An exclusive advisory lock (`fcntl.flock` on `<artifact>.lock`) held while `final` is built, so that two
-    processes asking for the same artifact never write into the same `.partial` folder at once."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+    """An exclusive advisory lock (`fcntl.flock` on `<root>/.locks/<kind>--<artifact>.lock`, beside the cache so
+    that its folders hold artifacts only) held while `final` is built, so that two processes asking for the same
+    artifact never write into the same `.partial` folder at once."""
+    locks = final.parent.parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
     except ImportError:  # not POSIX: no cross-process lock
         yield
         return
-    with open(final.with_name(final.name + ".lock"), "a") as handle:
+    with open(locks / f"{final.parent.name}--{final.name}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -130,3 +130,10 @@ def test_concurrent_builders_of_one_artifact_build_it_once(tmp_path):
     for t in threads:
         t.join()
     assert len(builds) == 1 and out[0] == out[1] and (out[0] / "x.txt").read_text() == "x"
+
+
+def test_build_locks_live_outside_the_artifact_folders(tmp_path):
+    from saelib.cache import cached_artifact
+
+    folder = cached_artifact("k", "n", {"a": 2}, lambda work: (work / "y.txt").write_text("y"), root=tmp_path)
+    assert [p.name for p in (tmp_path / "k").iterdir()] == [folder.name]
