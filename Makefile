@@ -50,6 +50,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_stability.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_collection.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_grid.py
 	$(BIN)/python benchmarks/bench_book.py
 
 lint: setup
