@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_models import tiny_sae
 
 from saelib import asymmetry, splice
-from saelib.config import AsymmetryConfig, SAEConfig, asymmetry_config
-from saelib.sae import SAE
+from saelib.config import AsymmetryConfig, asymmetry_config
 from saelib.stability import DEAD, STABLE, UNSTABLE
 
 
@@ -131,40 +131,14 @@ def test_asymmetry_config_scales_and_validation():
 # --- With a tiny language model (offline) ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    from tiny_models import make_tiny_model
-
-    from saelib import activations as A
-
-    return A.load_model(str(make_tiny_model(tmp_path_factory.mktemp("gpt2"), "gpt2")), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def tiny_contexts(tiny_lm):
-    from saelib import corpus
-
-    docs = corpus.load_documents("fixture")
-    ctx = corpus.tokenize_contexts(docs, tiny_lm.tokenizer, context_len=20, min_tail=4)[:5].copy()
-    ctx[-1, 12:] = tiny_lm.pad_id
-    return ctx
-
-
-def _tiny_sae(zero_bias=False):
-    torch.manual_seed(1)
-    sae = SAE(SAEConfig(d_in=32, d_sae=48, k=4, n_seeds=2)).eval()
-    with torch.no_grad():
-        sae.W_dec.mul_(3.0)
-        if not zero_bias:
-            sae.b_dec.normal_(0, 0.5)
-    return sae
+# `tiny_lm` and `tiny_contexts` are fixtures of conftest.py.
 
 
 def test_feature_ablation_matches_a_spliced_reference(tiny_lm, tiny_contexts):
     """Independent reference: splice_ce with a mask dropping one latent and the reconstruction error kept."""
     from saelib import activations as A
 
-    sae = _tiny_sae()
+    sae = tiny_sae()
     ids = torch.as_tensor(tiny_contexts, dtype=torch.long)
     valid = torch.from_numpy(A.valid_positions(tiny_contexts, tiny_lm.pad_id))
     acts = tiny_lm.activations(ids, 1)[valid]  # (n, d)

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from tiny_models import tiny_sae
 
 from saelib import metrics, splice
 from saelib.config import SAEConfig
@@ -88,37 +89,11 @@ def test_feature_activation_stats_against_direct_computation():
 # --- With a tiny language model (offline) ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    from tiny_models import make_tiny_model
-
-    from saelib import activations as A
-
-    return A.load_model(str(make_tiny_model(tmp_path_factory.mktemp("gpt2"), "gpt2")), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def tiny_contexts(tiny_lm):
-    from saelib import corpus
-
-    docs = corpus.load_documents("fixture")
-    ctx = corpus.tokenize_contexts(docs, tiny_lm.tokenizer, context_len=20, min_tail=4)[:5].copy()
-    ctx[-1, 12:] = tiny_lm.pad_id
-    return ctx
-
-
-def _tiny_sae(zero_bias=False):
-    torch.manual_seed(1)
-    sae = SAE(SAEConfig(d_in=32, d_sae=48, k=4, n_seeds=2)).eval()
-    with torch.no_grad():
-        sae.W_dec.mul_(3.0)
-        if not zero_bias:
-            sae.b_dec.normal_(0, 0.5)
-    return sae
+# `tiny_lm` and `tiny_contexts` are fixtures of conftest.py.
 
 
 def test_masked_spliced_ce_keeps_all_exactly_and_none_is_zero_ablation(tiny_lm, tiny_contexts):
-    sae = _tiny_sae(zero_bias=True)
+    sae = tiny_sae(zero_bias=True)
     S, F = 2, 48
     subset = torch.rand(S, F) < 0.5
     masks = torch.stack([torch.ones(S, F, dtype=torch.bool), torch.zeros(S, F, dtype=torch.bool), subset])
@@ -136,7 +111,7 @@ def test_masked_spliced_ce_keeps_all_exactly_and_none_is_zero_ablation(tiny_lm, 
 
 
 def test_masked_spliced_ce_none_kept_is_the_bias_alone(tiny_lm, tiny_contexts):
-    sae = _tiny_sae()
+    sae = tiny_sae()
     masks = torch.zeros(1, 2, 48, dtype=torch.bool)
     out = metrics.masked_spliced_ce(tiny_lm, tiny_contexts, sae, masks, layer=1)
     ref = splice.spliced_ce(tiny_lm, tiny_contexts, lambda x: sae.b_dec[:, None].expand(2, len(x), 32), layer=1)

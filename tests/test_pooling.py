@@ -4,6 +4,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from tiny_models import perturbed_sae, sparse_data
 
 from saelib import pooling
 from saelib.config import VARIANTS, PoolingConfig, SAEConfig, TrainConfig, pooling_config
@@ -12,17 +13,7 @@ from saelib.train import train_saes
 
 
 def _perturbed(variant="topk", n_seeds=3, d_in=64, d_sae=48, k=4, seed=0):
-    """An SAE with non-trivial biases and thresholds (as after training); seeds differ in every weight."""
-    sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae, k=k, variant=variant, n_seeds=n_seeds, seed=seed))
-    with torch.no_grad():
-        sae.b_enc.normal_(0, 0.1)
-        sae.b_dec.normal_(0, 0.5)
-        sae.W_enc.mul_(1 + torch.rand_like(sae.W_enc))
-        if variant == "jumprelu":
-            sae.log_threshold.copy_(torch.rand_like(sae.log_threshold).mul(0.3).add(0.05).log())
-        if variant == "batchtopk":
-            sae.threshold.copy_(torch.linspace(0.1, 0.3, n_seeds))
-    return sae.eval()
+    return perturbed_sae(SAEConfig(d_in=d_in, d_sae=d_sae, k=k, variant=variant, n_seeds=n_seeds, seed=seed))
 
 
 def _copies(sae: SAE, n: int) -> SAE:
@@ -152,14 +143,10 @@ def test_pooled_sae_saves_and_loads_in_the_saelens_layout(tmp_path, variant):
             torch.testing.assert_close(theirs.decode(z), ours.x_hat[s], atol=1e-5, rtol=1e-5)
 
 
-def _data(n=4096, d=16, f=24, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    D = torch.nn.functional.normalize(torch.randn(f, d, generator=g), dim=-1)
-    return ((torch.rand(n, f, generator=g) < 0.08) * (0.5 + torch.rand(n, f, generator=g))) @ D * 30.0
 
 
 def test_finetune_from_init_with_frozen_decoder():
-    x = _data()
+    x = sparse_data()
     sae = _perturbed(n_seeds=2, d_in=16, d_sae=32, k=3)
     tc = TrainConfig(n_tokens=2048, batch_size=256, lr=1e-12, normalize_activations=True, device="cpu")
     # a vanishing learning rate gives back the start, whatever the input scale: the fold is undone exactly

@@ -1,30 +1,16 @@
 import pytest
 import torch
+from tiny_models import perturbed_sae, sparse_data
 
 from saelib import pooling, pooling_eval
 from saelib.config import PoolingConfig, SAEConfig, StabilityConfig, TrainConfig
-from saelib.sae import SAE
 from saelib.train import train_saes
 
 
 def _perturbed(variant="topk", n_seeds=3, d_in=64, d_sae=48, k=4, seed=0):
-    """An SAE with non-trivial biases and thresholds (as after training); seeds differ in every weight."""
-    sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae, k=k, variant=variant, n_seeds=n_seeds, seed=seed))
-    with torch.no_grad():
-        sae.b_enc.normal_(0, 0.1)
-        sae.b_dec.normal_(0, 0.5)
-        sae.W_enc.mul_(1 + torch.rand_like(sae.W_enc))
-        if variant == "jumprelu":
-            sae.log_threshold.copy_(torch.rand_like(sae.log_threshold).mul(0.3).add(0.05).log())
-        if variant == "batchtopk":
-            sae.threshold.copy_(torch.linspace(0.1, 0.3, n_seeds))
-    return sae.eval()
+    return perturbed_sae(SAEConfig(d_in=d_in, d_sae=d_sae, k=k, variant=variant, n_seeds=n_seeds, seed=seed))
 
 
-def _data(n=4096, d=16, f=24, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    D = torch.nn.functional.normalize(torch.randn(f, d, generator=g), dim=-1)
-    return ((torch.rand(n, f, generator=g) < 0.08) * (0.5 + torch.rand(n, f, generator=g))) @ D * 30.0
 
 
 def test_pair_stability_known_answers():
@@ -60,7 +46,7 @@ class _Store:
 
 @pytest.mark.slow
 def test_cached_pipeline_pools_finetunes_and_scores(_artifacts_in_tmp):
-    x = _data(n=8192)
+    x = sparse_data(n=8192)
     store = _Store(x)
     cfg = SAEConfig(d_in=16, d_sae=32, k=3, n_seeds=4)
     tc = TrainConfig(n_tokens=8192, batch_size=256, lr=1e-2, dead_after_tokens=2048, device="cpu")

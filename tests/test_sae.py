@@ -1,5 +1,6 @@
 import pytest
 import torch
+from tiny_models import perturbed_sae
 
 from saelib.config import VARIANTS, SAEConfig
 from saelib.sae import SAE, load_sae, save_sae
@@ -10,17 +11,7 @@ def _cfg(variant="topk", **kw):
 
 
 def _perturbed(variant):
-    """An SAE with non-trivial biases and thresholds (as after training)."""
-    sae = SAE(_cfg(variant))
-    with torch.no_grad():
-        sae.b_enc.normal_(0, 0.1)
-        sae.b_dec.normal_(0, 0.5)
-        sae.W_enc.mul_(1 + torch.rand_like(sae.W_enc))
-        if variant == "jumprelu":
-            sae.log_threshold.copy_(torch.rand_like(sae.log_threshold).mul(0.3).add(0.05).log())
-        if variant == "batchtopk":
-            sae.threshold.copy_(torch.tensor([0.1, 0.2, 0.3]))
-    return sae.eval()
+    return perturbed_sae(_cfg(variant))
 
 
 def test_each_seed_has_its_own_generator():

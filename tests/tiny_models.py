@@ -33,3 +33,40 @@ def make_tiny_model(folder, arch="gpt2", n_layers=3, d=32):
     AutoModelForCausalLM.from_config(cfg).save_pretrained(folder)
     hf_tok.save_pretrained(folder)
     return folder
+
+
+def perturbed_sae(cfg):
+    """An SAE with non-trivial biases and thresholds (as after training); seeds differ in every weight."""
+    from saelib.sae import SAE
+
+    sae = SAE(cfg)
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.1)
+        sae.b_dec.normal_(0, 0.5)
+        sae.W_enc.mul_(1 + torch.rand_like(sae.W_enc))
+        if cfg.variant == "jumprelu":
+            sae.log_threshold.copy_(torch.rand_like(sae.log_threshold).mul(0.3).add(0.05).log())
+        if cfg.variant == "batchtopk":
+            sae.threshold.copy_(torch.linspace(0.1, 0.3, cfg.n_seeds))
+    return sae.eval()
+
+
+def sparse_data(n=4096, d=16, f=24, seed=0):
+    """`(n, d)` sparse sums of `f` random unit directions (8% active, magnitudes 0.5-1.5), scaled by 30."""
+    g = torch.Generator().manual_seed(seed)
+    D = torch.nn.functional.normalize(torch.randn(f, d, generator=g), dim=-1)
+    return ((torch.rand(n, f, generator=g) < 0.08) * (0.5 + torch.rand(n, f, generator=g))) @ D * 30.0
+
+
+def tiny_sae(zero_bias=False):
+    """Two seeds of 48 latents at width 32 (the tiny LMs' width), decoder rows scaled by 3, optional decoder bias."""
+    from saelib.config import SAEConfig
+    from saelib.sae import SAE
+
+    torch.manual_seed(1)
+    sae = SAE(SAEConfig(d_in=32, d_sae=48, k=4, n_seeds=2)).eval()
+    with torch.no_grad():
+        sae.W_dec.mul_(3.0)
+        if not zero_bias:
+            sae.b_dec.normal_(0, 0.5)
+    return sae
