@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_models import make_tiny_model
 
 from saelib import activations as A
 from saelib import corpus, splice
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return A.load_model(str(make_tiny_model(tmp_path_factory.mktemp("gpt2"), "gpt2")), device="cpu")
+def tiny(tiny_lm):
+    return tiny_lm  # conftest.py's tiny GPT-2
 
 
 @pytest.fixture(scope="module")
