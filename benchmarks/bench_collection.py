@@ -37,8 +37,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from saelib import activations as A
-    from saelib.config import ActivationConfig
+    from saelib.lm import activations as A
+    from saelib.lm.config import ActivationConfig
 
     t0 = time.perf_counter()
     lm = A.load_model(args.model, device="cpu")  # the packaged model's converted copy in the usual artifact root

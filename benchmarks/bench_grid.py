@@ -18,7 +18,8 @@ from dataclasses import replace
 
 import torch
 
-from saelib import config, grid, train
+from saelib import config, train
+from saelib.chapters import grid
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
     p.add_argument("--fraction", type=float, default=0.1, help="share of the training tokens actually run")
     p.add_argument("--budget-min", type=float, default=20.0, help="the target for the whole grid's training")
     args = p.parse_args()
-    study = config.stability_study(args.scale)
+    study = grid.study(args.scale, args.device)
     tr = replace(study.train, n_tokens=max(int(study.train.n_tokens * args.fraction), study.train.batch_size),
                  device="cpu")
     rows = []

@@ -32,13 +32,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from myst_nb import glue
 
-from saelib import config, grid, plots, stability
+from saelib import plots, stability
+from saelib.chapters import grid
+from saelib.chapters import stability as chapter
 
 plots.set_theme()
 pd.set_option("display.max_colwidth", None)
 pd.set_option("display.precision", 3)
-study = config.stability_study(SCALE)
-study = replace(study, train=replace(study.train, device=DEVICE))
+study = grid.study(SCALE, DEVICE)
 acts = study.activations_at(study.layers[0])
 glue("model", acts.model, display=False)
 glue("layers", ", ".join(str(layer) for layer in study.layers), display=False)
@@ -97,11 +98,11 @@ table
 # ## Is per-feature stability bimodal?
 
 # %%
-shape = stability.bimodality(split.stability)
+shape = chapter.bimodality(split.stability)
 for key, value in shape.items():
     glue(f"shape_{key}", float(value), display=False)
 kind = [stability.LABEL_NAMES[int(c)] for c in split.label.flatten()]
-ax = plots.plot_stability_hist(split.stability.flatten(), kind=kind)
+ax = plots.theme.plot_stability_hist(split.stability.flatten(), kind=kind)
 ax.set_title(f"{entry.name}, {study.n_seeds} seeds")
 
 # %% [markdown]
@@ -137,9 +138,9 @@ dims
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-plots.plot_grid_stability(table, "mean_stability", ax=axes[0])
-plots.plot_grid_stability(table, "stable_share", null=None, ax=axes[1])
-plots.plot_grid_stability(table, "unstable_share", null=None, ax=axes[2])
+plots.stability.plot_grid_stability(table, "mean_stability", ax=axes[0])
+plots.stability.plot_grid_stability(table, "stable_share", null=None, ax=axes[1])
+plots.stability.plot_grid_stability(table, "unstable_share", null=None, ax=axes[2])
 fig.tight_layout()
 
 # %% [markdown]
@@ -151,8 +152,8 @@ fig.tight_layout()
 
 # %%
 alive = split.label != stability.DEAD
-sweep_tau = stability.threshold_sweep(split.max_cos, study.thresholds, study.stability, alive)
-sweep_ref = stability.reference_seed_sweep(split.max_cos, study.stability, alive)
+sweep_tau = chapter.threshold_sweep(split.max_cos, study.thresholds, study.stability, alive)
+sweep_ref = chapter.reference_seed_sweep(split.max_cos, study.stability, alive)
 glue("tau_lo", float(sweep_tau.threshold.iloc[0]), display=False)
 glue("tau_hi", float(sweep_tau.threshold.iloc[-1]), display=False)
 glue("stab_tau_lo", float(sweep_tau.mean_stability.iloc[0]), display=False)
@@ -160,8 +161,8 @@ glue("stab_tau_hi", float(sweep_tau.mean_stability.iloc[-1]), display=False)
 glue("agree_one_ref", float(sweep_ref.label_agreement.iloc[0]), display=False)
 glue("agree_last_but_one", float(sweep_ref.label_agreement.iloc[-2] if len(sweep_ref) > 1 else 1.0), display=False)
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-plots.plot_threshold_sweep(sweep_tau, study.stability.threshold, ax=axes[0])
-plots.plot_reference_sweep(sweep_ref, ax=axes[1])
+plots.stability.plot_threshold_sweep(sweep_tau, study.stability.threshold, ax=axes[0])
+plots.stability.plot_reference_sweep(sweep_ref, ax=axes[1])
 fig.tight_layout()
 
 # %% [markdown]
@@ -180,12 +181,12 @@ fig.tight_layout()
 
 # %%
 latents = grid.latent_table(entry, split)
-freq_rho = stability.frequency_correlation(split.stability, split.frequency)
+freq_rho = chapter.frequency_correlation(split.stability, split.frequency)
 glue("freq_rho", float(freq_rho), display=False)
 by_label = latents.groupby("label").frequency.median()
 glue("freq_stable", float(by_label.get("stable", float("nan"))), display=False)
 glue("freq_unstable", float(by_label.get("unstable", float("nan"))), display=False)
-ax = plots.plot_stability_vs_frequency(latents)
+ax = plots.stability.plot_stability_vs_frequency(latents)
 
 # %% [markdown]
 # **Figure 4.** Per-feature stability of every alive latent of {glue:text}`ref_name` (all seeds) against its firing
@@ -267,7 +268,7 @@ counts
 # Each statement, the number the paper or related work gives, ours, and whether it holds at this scale.
 
 # %%
-grid.claims_table(table, ref, shape, freq_rho)
+chapter.claims_table(table, ref, shape, freq_rho)
 
 # %% [markdown]
 # **Table 6.** Computed verdicts. At the default scale the SAEs are small and trained on few tokens (a 2-core CPU

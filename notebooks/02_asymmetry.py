@@ -30,7 +30,6 @@ CE_SEEDS = None  # seeds spliced into the model for CE; None: the scale's value
 MARGINAL_PER_BIN = None  # latents ablated one at a time per stability level; None: the scale's value
 
 # %%
-from dataclasses import replace
 from functools import partial
 
 import matplotlib.pyplot as plt
@@ -39,14 +38,15 @@ import pandas as pd
 from IPython.display import HTML, Markdown, display
 from myst_nb import glue
 
-from saelib import activations, asymmetry, cache, config, grid, interp, metrics, plots
+from saelib import cache, metrics, plots
+from saelib.chapters import asymmetry, grid
+from saelib.lm import activations, interp, splice
 
 plots.set_theme()
 pd.set_option("display.max_colwidth", None)
 pd.set_option("display.precision", 3)
-study = config.stability_study(SCALE)
-study = replace(study, train=replace(study.train, device=DEVICE))
-acfg = config.asymmetry_config(SCALE, control_draws=CONTROL_DRAWS, ce_control_draws=CE_CONTROL_DRAWS,
+study = grid.study(SCALE, DEVICE)
+acfg = asymmetry.asymmetry_config(SCALE, control_draws=CONTROL_DRAWS, ce_control_draws=CE_CONTROL_DRAWS,
                                ce_seeds=CE_SEEDS, marginal_per_bin=MARGINAL_PER_BIN)
 entry = grid.reference_entry(study)
 lm = activations.load_model(study.activations_at(entry.layer).model, device=DEVICE)
@@ -97,9 +97,9 @@ by_label
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
-plots.plot_by_stability_label(latents, "frequency", ax=axes[0], ylabel="firing frequency")
-plots.plot_by_stability_label(latents, "mean_activation", ax=axes[1], ylabel="mean activation when firing")
-plots.plot_by_stability_label(latents, "max_activation", ax=axes[2], ylabel="max activation")
+plots.asymmetry.plot_by_stability_label(latents, "frequency", ax=axes[0], ylabel="firing frequency")
+plots.asymmetry.plot_by_stability_label(latents, "mean_activation", ax=axes[1], ylabel="mean activation when firing")
+plots.asymmetry.plot_by_stability_label(latents, "max_activation", ax=axes[2], ylabel="max activation")
 fig.tight_layout()
 
 # %% [markdown]
@@ -132,7 +132,7 @@ asymmetry.cut_summary(table, "ev")
 # controls (mean and standard deviation over draws).
 
 # %%
-ax = plots.plot_cut_bars(table, "ev", ylabel="explained variance (held-out)")
+ax = plots.asymmetry.plot_cut_bars(table, "ev", ylabel="explained variance (held-out)")
 
 # %% [markdown]
 # **Figure 2.** Explained variance of the held-out activations keeping or removing the stable and the unstable
@@ -156,7 +156,7 @@ ce = cache.cached_result(
     "asymmetry", f"{name}-ce",
     asymmetry.asymmetry_key(study, entry, step="ce", cuts=cuts.table.iloc[ce_rows].to_dict("list"), seeds=ce_seeds,
                             context_len=acfg.ce_context_len),
-    partial(metrics.masked_spliced_ce, lm, ce_contexts, sae, cuts.masks[ce_rows], layer=layer, hook=hook,
+    partial(splice.masked_spliced_ce, lm, ce_contexts, sae, cuts.masks[ce_rows], layer=layer, hook=hook,
             seeds=ce_seeds),
 )
 table = table.join(pd.DataFrame({"ce_loss_score": ce.ce_loss_score.mean(1).numpy(),
@@ -176,8 +176,8 @@ asymmetry.cut_summary(table, "ce_loss_score")
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-plots.plot_cut_bars(table, "ce_loss_score", ax=axes[0], ylabel="CE-loss score")
-plots.plot_cut_bars(table, "kl_div", ax=axes[1], ylabel="KL(clean || spliced), nats")
+plots.asymmetry.plot_cut_bars(table, "ce_loss_score", ax=axes[0], ylabel="CE-loss score")
+plots.asymmetry.plot_cut_bars(table, "kl_div", ax=axes[1], ylabel="KL(clean || spliced), nats")
 fig.tight_layout()
 
 # %% [markdown]
@@ -226,9 +226,9 @@ marginal.groupby("stability")[["n_firing", "delta_loss_per_firing", "delta_loss_
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-plots.plot_marginal_vs_stability(marginal, "delta_loss_per_token", ax=axes[0],
+plots.asymmetry.plot_marginal_vs_stability(marginal, "delta_loss_per_token", ax=axes[0],
                                  ylabel="loss change per token (nats)")
-plots.plot_marginal_vs_stability(marginal, "delta_loss_per_firing", ax=axes[1],
+plots.asymmetry.plot_marginal_vs_stability(marginal, "delta_loss_per_firing", ax=axes[1],
                                  ylabel="loss change per firing (nats)")
 fig.tight_layout()
 
@@ -273,9 +273,9 @@ triggers.groupby("label")[["top_share", "entropy_bits", "n_distinct"]].agg(["mea
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-plots.plot_by_stability_label(triggers, "top_share", ax=axes[0], log=False,
+plots.asymmetry.plot_by_stability_label(triggers, "top_share", ax=axes[0], log=False,
                               ylabel="share of top activations on one token")
-plots.plot_by_stability_label(triggers, "entropy_bits", ax=axes[1], log=False,
+plots.asymmetry.plot_by_stability_label(triggers, "entropy_bits", ax=axes[1], log=False,
                               ylabel="entropy of trigger tokens (bits)")
 fig.tight_layout()
 

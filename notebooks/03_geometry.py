@@ -28,23 +28,23 @@ SCALE = "default"  # smoke | default | gpu | paper
 DEVICE = "auto"  # auto | cpu | cuda
 
 # %%
-from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import pandas as pd
 from myst_nb import glue
 
-from saelib import config, geometry, grid, groups, plots, stability, subspace
+from saelib import groups, plots, stability
+from saelib.chapters import geometry, grid
+from saelib.lm.store import load_covariance
 
 plots.set_theme()
 pd.set_option("display.precision", 3)
 pd.set_option("display.max_colwidth", None)
-study = config.stability_study(SCALE)
-study = replace(study, train=replace(study.train, device=DEVICE))
+study = grid.study(SCALE, DEVICE)
 geo_cfg = geometry.GeometryConfig()
 group_cfg = groups.GroupConfig(min_share=study.stability.threshold**2)  # a cosine of tau to the span
 grid_table, splits, _ = grid.run_grid(study, progress=False)
-covariances = {layer: subspace.load_covariance(grid.load_store(study, layer, progress=False)).cov
+covariances = {layer: load_covariance(grid.load_store(study, layer, progress=False)).cov
                for layer in study.layers}
 entry = grid.reference_entry(study)
 sae, _ = grid.train_entry(study, entry, progress=False)
@@ -93,7 +93,7 @@ glue("stable_at", split.stable_at, display=False)
 glue("unstable_at", split.unstable_at, display=False)
 glue("energy", geo_cfg.energy, display=False)
 glue("n_draws", geo_cfg.n_draws, display=False)
-glue("cov_tokens", f"{subspace.load_covariance(grid.load_store(study, entry.layer, progress=False)).n_tokens:,}",
+glue("cov_tokens", f"{load_covariance(grid.load_store(study, entry.layer, progress=False)).n_tokens:,}",
      display=False)
 alive = split.label != stability.DEAD
 glue("unstable_share", float((split.label == stability.UNSTABLE).sum() / alive.sum().clip(min=1)), display=False)
@@ -122,7 +122,7 @@ rank_table = (ref_tables["ranks"].groupby("source")[["n", "participation_ratio",
               .reindex([s for s in geometry.SOURCES if s in set(ref_tables["ranks"].source)]))
 glue("cmp_rank_subset", geometry.compare(ref["rank_over_d_subset"], ref["rank_over_d_unstable"], "lower-rank",
                                         "not lower-rank"), display=False)
-ax = plots.plot_effective_rank(ref_tables["ranks"])
+ax = plots.geometry.plot_effective_rank(ref_tables["ranks"])
 rank_table
 
 # %% [markdown]
@@ -175,7 +175,7 @@ glue("cmp_pca", geometry.compare(abs(ref["pca_fixed_unstable"] - ref["pca_fixed_
                                  abs(ref["pca_fixed_unstable"] - ref["pca_fixed_covariance"]),
                                  "closer to the covariance draws' value than to the isotropic one",
                                  "closer to the isotropic value than to the covariance draws' one"), display=False)
-ax = plots.plot_overlap_by_rank(spans)
+ax = plots.geometry.plot_overlap_by_rank(spans)
 overlap_table
 
 # %% [markdown]
@@ -185,8 +185,8 @@ overlap_table
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-plots.plot_angle_spectra(ref_tables["angles"], "energy", ax=axes[0])
-plots.plot_angle_spectra(ref_tables["angles"], spec, ax=axes[1])
+plots.geometry.plot_angle_spectra(ref_tables["angles"], "energy", ax=axes[0])
+plots.geometry.plot_angle_spectra(ref_tables["angles"], spec, ax=axes[1])
 axes[0].set_title("at the 90%-energy rank")
 axes[1].set_title(f"top {spec.removeprefix('top-')} directions")
 angle_table = spans.groupby(["spec", "source"])[["mean_angle_deg"]].mean().unstack("source").round(1)
@@ -217,7 +217,7 @@ glue("cmp_cover_stable", geometry.compare(
     ref["coverage_unstable"], ref["coverage_stable"], "Unstable features of another seed lie inside it more than its "
     "stable features do.", "Unstable features of another seed lie inside it no more than its stable features do.",
     "There are no stable latents to compare with at this scale."), display=False)
-ax = plots.plot_coverage(ref_tables["shares"])
+ax = plots.geometry.plot_coverage(ref_tables["shares"])
 coverage_table
 
 # %% [markdown]
@@ -256,7 +256,7 @@ glue("min_seeds", group_cfg.min_seeds, display=False)
 example = geometry.example_members(directions, ref_tables)
 glue("example_group", example.group, display=False)
 glue("example_seeds", ", ".join(str(s) for s in example.seeds) or "none", display=False)
-axes = plots.plot_group_example(example)
+axes = plots.geometry.plot_group_example(example)
 
 # %% [markdown]
 # **Figure 5.** Group {glue:text}`example_group` (the group with at least two features and rank two per seed whose
@@ -265,7 +265,7 @@ axes = plots.plot_group_example(example)
 # arrow shorter than 1 leaves that plane). Right: their decoder cosines, ordered by seed.
 
 # %%
-axes = plots.plot_group_scores(ref_tables["groups"])
+axes = plots.geometry.plot_group_scores(ref_tables["groups"])
 ref_tables["groups"].sort_values("n_features", ascending=False).head(10)
 
 # %% [markdown]
@@ -292,12 +292,12 @@ glue("rank_max", float(summary.rank_over_d_unstable.max()), display=False)
 glue("grouped_min", float(summary.grouped_share.min()), display=False)
 glue("grouped_max", float(summary.grouped_share.max()), display=False)
 fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
-plots.plot_geometry_by_size(summary, "overlap_fixed_unstable", {"covariance": "overlap_fixed_covariance",
+plots.geometry.plot_geometry_by_size(summary, "overlap_fixed_unstable", {"covariance": "overlap_fixed_covariance",
                             "subset": "overlap_fixed_subset", "random": "overlap_fixed_random"}, ax=axes[0],
                             ylabel=f"overlap of unstable spans, rank {spec.removeprefix('top-')}")
-plots.plot_geometry_by_size(summary, "rank_over_d_unstable", {"subset": "rank_over_d_subset"}, ax=axes[1],
+plots.geometry.plot_geometry_by_size(summary, "rank_over_d_unstable", {"subset": "rank_over_d_subset"}, ax=axes[1],
                             ylabel="90%-energy rank of the unstable set / d")
-plots.plot_geometry_by_size(summary, "grouped_share", ax=axes[2], ylabel="share of unstable latents in a group")
+plots.geometry.plot_geometry_by_size(summary, "grouped_share", ax=axes[2], ylabel="share of unstable latents in a group")
 summary[["layer", "variant", "d_sae", "n_unstable", "rank_over_d_unstable", "rank_over_d_subset",
          "overlap_fixed_unstable", "overlap_fixed_subset", "overlap_fixed_covariance", "overlap_energy_unstable",
          "overlap_energy_covariance", "coverage_unstable", "coverage_covariance", "n_groups", "grouped_share"]]

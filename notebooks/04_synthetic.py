@@ -30,11 +30,12 @@ from dataclasses import replace
 import pandas as pd
 from myst_nb import glue
 
-from saelib import config, plots, subspace, synthetic
+from saelib import plots, subspace
+from saelib.chapters import synthetic
 
 plots.set_theme()
 pd.set_option("display.max_colwidth", None)
-study = config.synthetic_study(SCALE)
+study = synthetic.synthetic_study(SCALE)
 study = replace(study, train=replace(study.train, device=DEVICE))
 study.data, study.sae
 
@@ -50,7 +51,7 @@ analysis = synthetic.analyze(sae, data, study.stability)
 summary = synthetic.summarize(analysis)
 for key, value in summary.items():
     glue(key, value, display=False)
-ax = plots.plot_training_curves(history)
+ax = plots.synthetic.plot_training_curves(history)
 
 # %% [markdown]
 # **Figure 1.** Fraction of variance unexplained on the training batches, one line per seed.
@@ -64,7 +65,7 @@ ax = plots.plot_training_curves(history)
 # {glue:text}`stability_isolated:.2f` (the untrained null scores {glue:text}`stability_null:.2f`).
 
 # %%
-ax = plots.plot_max_cosine_to_truth(analysis.isolated_recovery)
+ax = plots.synthetic.plot_max_cosine_to_truth(analysis.isolated_recovery)
 
 # %% [markdown]
 # **Figure 2.** Max cosine between each true isolated feature and the decoder rows of each seed; the dashed line
@@ -82,7 +83,7 @@ ax = plots.plot_max_cosine_to_truth(analysis.isolated_recovery)
 
 # %%
 lat = analysis.latents[analysis.latents.kind.isin(["isolated", "group"])]
-ax = plots.plot_stability_hist(lat.stability, lat.kind, null=analysis.null_stability.numpy())
+ax = plots.theme.plot_stability_hist(lat.stability, lat.kind, null=analysis.null_stability.numpy())
 
 # %% [markdown]
 # **Figure 3.** Per-feature stability of latents assigned to isolated features and to groups, pooled over seeds,
@@ -99,7 +100,7 @@ analysis.pairs.groupby("set")[["matched_cos", "overlap"]].mean().round(3)
 group, seeds = 0, [0, 1]
 assign = synthetic.latent_assignment(sae, data.truth)
 dirs = sae.decoder_directions().cpu()
-ax = plots.plot_group_latents([dirs[s][assign[s] == group] for s in seeds], data.truth.group_bases[group],
+ax = plots.theme.plot_group_latents([dirs[s][assign[s] == group] for s in seeds], data.truth.group_bases[group],
                               labels=[f"seed {s}" for s in seeds])
 
 # %% [markdown]
@@ -121,7 +122,7 @@ ax = plots.plot_group_latents([dirs[s][assign[s] == group] for s in seeds], data
 # %%
 rank = study.data.group_rank
 baseline = subspace.random_overlap_baseline(study.data.d_in, rank, rank, n_draws=200)
-ax = plots.plot_principal_angles(analysis.groups, random_angle_deg=baseline.max_angle_deg)
+ax = plots.synthetic.plot_principal_angles(analysis.groups, random_angle_deg=baseline.max_angle_deg)
 analysis.groups.round(3)
 
 # %% [markdown]
@@ -137,7 +138,7 @@ analysis.groups.round(3)
 
 # %%
 sweep = synthetic.identifiability_sweep(study)
-ax = plots.plot_sweep(sweep, study.sweep_knob)
+ax = plots.synthetic.plot_sweep(sweep, study.sweep_knob)
 sweep.round(3)
 
 # %% [markdown]

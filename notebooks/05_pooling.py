@@ -24,19 +24,20 @@ SCALE = "default"  # smoke | default | gpu | paper
 DEVICE = "auto"  # auto | cpu | cuda
 
 # %%
-from dataclasses import replace
 
 import pandas as pd
 from myst_nb import glue
 
-from saelib import activations, config, grid, plots, pooling, pooling_eval, stability
+from saelib import plots, pooling, stability
+from saelib.chapters import grid
+from saelib.chapters import pooling as pooling_eval
+from saelib.lm import activations
 
 plots.set_theme()
 pd.set_option("display.max_colwidth", None)
 pd.set_option("display.precision", 3)
-study = config.stability_study(SCALE)
-study = replace(study, train=replace(study.train, device=DEVICE))
-pcfg = config.pooling_config(SCALE)
+study = grid.study(SCALE, DEVICE)
+pcfg = pooling_eval.pooling_config(SCALE)
 entry = grid.reference_entry(study)
 acts = study.activations_at(entry.layer)
 lm = activations.load_model(acts.model, device=study.train.device)
@@ -126,7 +127,7 @@ glue("pooled_ev_change", numbers["pooled_explained_variance"] - numbers["standar
 # %%
 samples = {"standard seeds": pooling_eval.max_cos_samples(split.max_cos, alive)}
 samples |= {f"{label} SAEs": pooling_eval.max_cos_samples(mc) for label, mc in scores.max_cos.items()}
-ax = plots.plot_match_survival(samples, tau=tau)
+ax = plots.pooling.plot_match_survival(samples, tau=tau)
 
 # %% [markdown]
 # **Figure 1.** For every alive latent of one SAE, the cosine of its best match among the decoder rows of the other
@@ -178,7 +179,7 @@ table.groupby("sae", sort=False)[quality].mean()
 # fraction on held-out tokens, and the mean per-feature stability against the other SAEs of the same kind.
 
 # %%
-ax = plots.plot_stability_vs_ev(table)
+ax = plots.pooling.plot_stability_vs_ev(table)
 
 # %% [markdown]
 # **Figure 2.** Mean per-feature stability against explained variance, one point per SAE: the standard seeds of
@@ -197,7 +198,7 @@ ax = plots.plot_stability_vs_ev(table)
 sweep = pooling_eval.seed_sweep(sae, pcfg, study.train, store, study.stability, d_sae=entry.d_sae, data_key=acts)
 for key, value in pooling_eval.sweep_summary(sweep).items():
     glue(key, value, display=False)
-ax = plots.plot_pooling_sweep(sweep, {"stability": numbers["standard_stability"],
+ax = plots.pooling.plot_pooling_sweep(sweep, {"stability": numbers["standard_stability"],
                                       "explained_variance": numbers["standard_explained_variance"]})
 sweep
 

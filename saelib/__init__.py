@@ -1,9 +1,54 @@
 """saelib: the library behind the companion to "Unstable Features, Reproducible Subspaces" (arXiv 2606.12138).
 
-Modules (one concept each): `config` (frozen configs and named scales), `sae` (S stacked SAEs), `train`
-(all seeds at once), `activations`/`corpus`/`store` (language-model activations), `splice` (CE with an SAE spliced
-in), `metrics`, `stability`, `subspace`, `synthetic`, `grid` (chapter 1), `asymmetry`/`interp` (chapter 2),
-`geometry`/`groups` (chapter 3), `pooling`/`pooling_eval` (chapter 5), `cache`/`paths`, `plots`, `cli`.
+The core (this package's top-level modules) imports with torch, numpy, scipy and safetensors only:
+`config` (frozen configs), `sae` (S stacked SAEs), `train` (all seeds at once), `stability` (per-feature stability,
+matching, PW-MCC, nulls), `subspace` (principal angles, overlap, effective rank), `groups` (cross-seed groups),
+`synthetic` (the planted-feature generator), `pooling` (pooled SAEs), `metrics`, `cache` and `paths`.
+
+Above it: `saelib.lm` (language models: activations, corpus, store, spliced CE, interpretation; adds transformers),
+`saelib.chapters` (one module per chapter of the book) and `saelib.plots` (its figures; adds pandas and seaborn).
+Imports point down: chapters -> lm -> core.
 """
 
+from saelib.config import SAEConfig, StabilityConfig, SyntheticConfig, TrainConfig
+from saelib.metrics import evaluate_sae, explained_variance
+from saelib.pooling import pool_features
+from saelib.sae import SAE, load_sae, save_sae
+from saelib.stability import (
+    FeatureStability,
+    cross_seed_max_cosine,
+    feature_stability,
+    null_sae,
+    pairwise_shared_fraction,
+    pw_mcc,
+)
+from saelib.subspace import principal_angles, span_basis, subspace_overlap
+from saelib.synthetic import generate
+from saelib.train import TrainResult, train_saes
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "SAE",
+    "FeatureStability",
+    "SAEConfig",
+    "StabilityConfig",
+    "SyntheticConfig",
+    "TrainConfig",
+    "TrainResult",
+    "cross_seed_max_cosine",
+    "evaluate_sae",
+    "explained_variance",
+    "feature_stability",
+    "generate",
+    "load_sae",
+    "null_sae",
+    "pairwise_shared_fraction",
+    "pool_features",
+    "principal_angles",
+    "pw_mcc",
+    "save_sae",
+    "span_basis",
+    "subspace_overlap",
+    "train_saes",
+]

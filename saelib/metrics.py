@@ -178,7 +178,7 @@ class MaskedEV(NamedTuple):
     """Tokens evaluated."""
 
 
-def _check_masks(masks: Tensor, S: int, F: int) -> Tensor:
+def check_masks(masks: Tensor, S: int, F: int) -> Tensor:
     if masks.ndim == 2:
         masks = masks[None]
     if masks.ndim != 3 or masks.shape[1:] != (S, F) or masks.dtype != torch.bool:
@@ -202,7 +202,7 @@ def masked_explained_variance(sae: SAE, batches, masks: Tensor, *, max_tokens: i
     """
     dev = sae.W_dec.device
     S, F = sae.n_seeds, sae.cfg.d_sae
-    masks = _check_masks(masks, S, F).to(dev)
+    masks = check_masks(masks, S, F).to(dev)
     flat = masks.reshape(len(masks), S * F).float()  # (M, S * d_sae)
     offsets = torch.arange(S, device=dev).view(S, 1, 1) * F
     sse = torch.zeros(len(masks) + 1, S, dtype=torch.float64, device=dev)
@@ -227,65 +227,3 @@ def masked_explained_variance(sae: SAE, batches, masks: Tensor, *, max_tokens: i
         raise ValueError("batches hold no activations")
     ev = (1 - sse / (sum_sq - sum_x.pow(2).sum() / n)).float()
     return MaskedEV(ev[0], ev[1:], n)
-
-
-class MaskedSplice(NamedTuple):
-    """Next-token loss with each masked reconstruction spliced into the model (nats per predicted token)."""
-
-    clean_loss: float
-    """Cross-entropy of the unmodified model."""
-    zero_ablation_loss: float
-    """Cross-entropy with the activation set to zero."""
-    spliced_loss: Tensor
-    """`(M, S')` float64 cross-entropy with mask m of seed s spliced in."""
-    ce_loss_score: Tensor
-    """`(M, S')` `(zero - spliced) / (zero - clean)`."""
-    delta_loss: Tensor
-    """`(M, S')` `spliced - clean`: the CE increase."""
-    kl_div: Tensor
-    """`(M, S')` mean KL(clean || spliced)."""
-    seeds: list[int]
-    """The seed positions S' evaluated."""
-    n_tokens: int
-    """Predicted tokens."""
-
-
-def masked_spliced_ce(lm, contexts, sae: SAE, masks: Tensor, *, layer: int, hook: str = "resid_post",
-                      seeds: list[int] | None = None, keep_error: bool = False, batch_size: int = 2,
-                      progress: bool = False) -> MaskedSplice:
-    """`saelib.splice.spliced_ce` of every (mask, seed) at once: the clean and zero-ablated passes run once.
-
-    Each mask's reconstruction is `splice.sae_reconstructor(sae, mask, keep_error=keep_error)`, so a mask of all
-    ones gives exactly the full SAE's spliced loss, and with `b_dec = 0` a mask of all zeros gives exactly the
-    zero-ablation loss.
-
-    Args:
-        lm: the language model (`activations.load_model`).
-        contexts: `(N, T)` token ids, BOS first.
-        sae: the stack.
-        masks: `(M, S, d_sae)` bool, True for the latents kept.
-        layer, hook: where the SAE reads the model.
-        seeds: seed positions to evaluate (default all).
-        keep_error: add each seed's reconstruction error back (only the dropped latents' contribution is removed).
-        batch_size, progress: as in `spliced_ce`.
-    """
-    from saelib import splice
-
-    S, F = sae.n_seeds, sae.cfg.d_sae
-    masks = _check_masks(masks, S, F)
-    seeds = list(range(S)) if seeds is None else list(seeds)
-    sub = sae.select(seeds)
-    masks = masks[:, seeds].to(sub.W_dec.device)  # (M, S', d_sae)
-    M, Sp = len(masks), len(seeds)
-    recons = [splice.sae_reconstructor(sub, masks[m], keep_error=keep_error) for m in range(M)]
-
-    def reconstruct(x: Tensor) -> Tensor:
-        return torch.cat([r(x) for r in recons])  # (M * S', B, d_in), mask-major
-
-    with torch.no_grad():
-        out = splice.spliced_ce(lm, contexts, reconstruct, layer=layer, hook=hook, batch_size=batch_size,
-                                progress=progress)
-    shape = (M, Sp)
-    return MaskedSplice(out.clean_loss, out.zero_ablation_loss, out.spliced_loss.view(shape),
-                        out.ce_loss_score.view(shape), out.delta_loss.view(shape), out.kl_div.view(shape), seeds,
-                        out.n_tokens)

@@ -25,11 +25,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from saelib.cache import atomic_write_json, cached_artifact
+from saelib.cache import cached_artifact
 from saelib.config import PoolingConfig, TrainConfig, resolve_device
 from saelib.metrics import evaluate_sae
+from saelib.paths import atomic_write_json
 from saelib.sae import SAE, load_sae, save_sae
-from saelib.train import TRAIN_VERSION, _train_key, batch_stream, train_saes
+from saelib.train import TRAIN_VERSION, batch_stream, train_key, train_saes
 
 POOLING_VERSION = 1
 """Bumped when the same configs would pool, build, fine-tune or score differently; part of every cached key."""
@@ -314,7 +315,7 @@ def pooled_sae(
     """
     tune = finetune_config(train, cfg)
     key = {"source": [seed_digests(sae, list(p.group)) for p in pools], "d_sae": d_sae, "pooling": _pool_key(cfg),
-           "train": _train_key(tune), "data": data_key, "train_version": TRAIN_VERSION, "version": POOLING_VERSION}
+           "train": train_key(tune), "data": data_key, "train_version": TRAIN_VERSION, "version": POOLING_VERSION}
 
     def build(work: Path) -> None:
         initial = build_pooled_sae(sae, pools, d_sae)

@@ -23,8 +23,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from saelib.cache import atomic_write_json
 from saelib.config import SAEConfig, derive_seed
+from saelib.paths import atomic_write_json
 
 
 class SAEOutput(NamedTuple):

@@ -29,16 +29,13 @@ from torch import Tensor
 
 from saelib.config import StabilityConfig
 from saelib.sae import SAE
+from saelib.subspace import unit_rows
 
 log = logging.getLogger(__name__)
 
 UNSTABLE, INTERMEDIATE, STABLE, DEAD = 0, 1, 2, -1
 """Integer codes of `FeatureStability.label`."""
 LABEL_NAMES = {UNSTABLE: "unstable", INTERMEDIATE: "intermediate", STABLE: "stable", DEAD: "dead"}
-
-
-def _unit(v: Tensor) -> Tensor:
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def feature_directions(sae: SAE, similarity: str = "decoder") -> list[Tensor]:
@@ -95,7 +92,7 @@ def cross_seed_max_cosine(
         `max_cos (S, S, F)` with `max_cos[s, t, i] = m_i(s->t)` (NaN on the diagonal s == t) and `argmax (S, S, F)`
         (-1 on the diagonal, and where seed t has no live latent).
     """
-    dirs = [_unit(d.float()) for d in (directions if isinstance(directions, (list, tuple)) else [directions])]
+    dirs = [unit_rows(d.float()) for d in (directions if isinstance(directions, (list, tuple)) else [directions])]
     S, F, _ = dirs[0].shape
     if S < 2:
         raise ValueError("stability needs at least 2 seeds")
@@ -220,7 +217,7 @@ def hungarian_match(
         return sparse_hungarian_match(a, b, k=k)
     if method != "dense":
         raise ValueError(f"method={method!r} must be dense, sparse or auto")
-    cos = (_unit(a.float()) @ _unit(b.float()).T).cpu().numpy()
+    cos = (unit_rows(a.float()) @ unit_rows(b.float()).T).cpu().numpy()
     rows, cols = linear_sum_assignment(cos, maximize=True)
     return rows, cols, cos[rows, cols]
 
@@ -233,7 +230,7 @@ def knn_cosine_graph(a: Tensor, b: Tensor, k: int = 16, chunk_size: int = 1024) 
     Computed `chunk_size` rows at a time (memory O(chunk_size * m)); every stored cosine is an explicit entry,
     including zeros, so the caller must shift them away from zero before treating the matrix as a weighted graph.
     """
-    a, b = _unit(a.float()), _unit(b.float())
+    a, b = unit_rows(a.float()), unit_rows(b.float())
     n, m = len(a), len(b)
     kr, kc = min(k, m), min(k, n)
     rows, cols, vals = [], [], []
@@ -350,85 +347,3 @@ def direction_stability(directions: Tensor, cfg: StabilityConfig | None = None) 
     max_cos, _ = cross_seed_max_cosine([directions], chunk_size=cfg.chunk_size)
     stab, mean = stability_from_max_cos(max_cos, cfg.threshold)
     return FeatureStability(stab, mean, max_cos, stability_labels(stab, cfg), cfg.threshold)
-
-
-def threshold_sweep(max_cos: Tensor, thresholds, cfg: StabilityConfig, alive: Tensor | None = None) -> pd.DataFrame:
-    """How the stability picture moves with tau: per threshold, the mean stability of alive latents and the shares
-    labelled stable and unstable (with `cfg`'s cut-offs).
-
-    Args:
-        max_cos: `(S, S, F)` from `FeatureStability.max_cos`.
-    """
-    rows = []
-    for tau in thresholds:
-        stab, _ = stability_from_max_cos(max_cos, float(tau), alive)
-        label = stability_labels(stab, cfg)
-        n_alive = int((label != DEAD).sum())
-        rows.append({"threshold": float(tau), "mean_stability": float(stab.nanmean()),
-                     "stable_share": float((label == STABLE).sum()) / max(n_alive, 1),
-                     "unstable_share": float((label == UNSTABLE).sum()) / max(n_alive, 1)})
-    return pd.DataFrame(rows)
-
-
-def reference_seed_sweep(
-    max_cos: Tensor, cfg: StabilityConfig, alive: Tensor | None = None, n_draws: int = 20, seed: int = 0
-) -> pd.DataFrame:
-    """Sensitivity to the number of reference seeds: per n in 1..S-1, each latent's stability is estimated against a
-    random subset of n of the other seeds (`n_draws` subsets per seed), and compared with the estimate from all S-1.
-
-    Returns:
-        One row per n: `n_reference`, `mean_stability`, `stable_share`, `unstable_share` (cfg's cut-offs, pooled
-        over draws), and `label_agreement`, the share of alive latents whose label equals their all-seed label.
-    """
-    S = max_cos.shape[0]
-    if S < 2:
-        raise ValueError("reference_seed_sweep needs at least 2 seeds")
-    full, _ = stability_from_max_cos(max_cos, cfg.threshold, alive)
-    full_label = stability_labels(full, cfg)
-    gen = torch.Generator().manual_seed(seed)
-    rows = []
-    for n in range(1, S):
-        stab_sum, counts, agree, total = 0.0, torch.zeros(3), 0, 0
-        for _ in range(n_draws):
-            for s in range(S):
-                others = torch.tensor([t for t in range(S) if t != s])
-                refs = others[torch.randperm(S - 1, generator=gen)[:n]]
-                hits = (max_cos[s, refs] >= cfg.threshold).float().mean(0)  # (F,)
-                ok = ~torch.isnan(full[s])
-                label = stability_labels(hits[ok], cfg)
-                stab_sum += float(hits[ok].sum())
-                counts += torch.stack([(label == c).sum() for c in (UNSTABLE, INTERMEDIATE, STABLE)]).float()
-                agree += int((label == full_label[s][ok]).sum())
-                total += int(ok.sum())
-        rows.append({"n_reference": n, "mean_stability": stab_sum / max(total, 1),
-                     "stable_share": float(counts[2]) / max(total, 1),
-                     "unstable_share": float(counts[0]) / max(total, 1),
-                     "label_agreement": agree / max(total, 1)})
-    return pd.DataFrame(rows)
-
-
-def bimodality(stability: Tensor) -> dict[str, float]:
-    """Shape of a stability distribution (NaN = dead, ignored): shares at exactly 0 and 1, the share in the middle
-    (strictly between the extreme values), and Sarle's bimodality coefficient `(skew^2 + 1) / kurtosis` (above 5/9,
-    the uniform distribution's value, suggests bimodality)."""
-    v = stability[~torch.isnan(stability)].double()
-    if v.numel() < 4:
-        raise ValueError("bimodality needs at least 4 alive latents")
-    c = v - v.mean()
-    var = c.pow(2).mean()
-    skew = c.pow(3).mean() / var.pow(1.5) if var > 0 else torch.tensor(0.0)
-    kurt = c.pow(4).mean() / var.pow(2) if var > 0 else torch.tensor(float("inf"))
-    return {"share_zero": float((v == 0).double().mean()), "share_one": float((v == 1).double().mean()),
-            "share_between": float(((v > 0) & (v < 1)).double().mean()),
-            "bimodality_coefficient": float((skew**2 + 1) / kurt)}
-
-
-def frequency_correlation(stability: Tensor, frequency: Tensor) -> float:
-    """Spearman rank correlation between per-feature stability and firing frequency over alive latents (both
-    `(S, d_sae)`; NaN stability = dead, left out). Positive: rarer features are less stable."""
-    from scipy.stats import spearmanr
-
-    ok = ~torch.isnan(stability) & (frequency > 0)
-    if int(ok.sum()) < 3:
-        raise ValueError("frequency_correlation needs at least 3 alive latents")
-    return float(spearmanr(stability[ok].numpy(), frequency[ok].numpy()).statistic)

@@ -6,25 +6,20 @@ their squared singular values. Two subspaces are compared by their principal ang
 average for random subspaces. Baselines: uniformly random subspaces, and directions drawn from the activation
 covariance (the harder null: real features live where the data has variance).
 
-`stream_covariance` / `load_covariance` give the activation covariance for that null; `rank_stats` and
-`ordered_basis` give a set's effective rank and, from one decomposition, its span at every rank. Chapter 3's analysis
-of the stable / unstable split built on these lives in `saelib.geometry`.
+`stream_covariance` gives the activation covariance for that null (`saelib.lm.store.load_covariance` caches it for a
+store); `rank_stats` and `ordered_basis` give a set's effective rank and, from one decomposition, its span at every
+rank. Chapter 3's analysis of the stable / unstable split built on these lives in `saelib.chapters.geometry`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Callable, Iterable
-from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from saelib.store import ActivationStore
 
 
 def single_threaded(fn: Callable) -> Callable:
@@ -45,7 +40,8 @@ def single_threaded(fn: Callable) -> Callable:
     return wrapper
 
 
-def _unit(v: Tensor) -> Tensor:
+def unit_rows(v: Tensor) -> Tensor:
+    """`v` scaled to unit norm along its last axis (a zero vector stays zero)."""
     return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
@@ -77,7 +73,7 @@ def span_basis(vectors: Tensor, *, energy: float = 0.9, rank: int | None = None,
     """
     if vectors.ndim != 2 or vectors.shape[0] == 0:
         raise ValueError(f"vectors must be a non-empty (n, d) matrix, got shape {tuple(vectors.shape)}")
-    v = _unit(vectors.double()) if unit else vectors.double()
+    v = unit_rows(vectors.double()) if unit else vectors.double()
     r = rank if rank is not None else energy_rank(v, energy)
     if not 1 <= r <= min(v.shape):
         raise ValueError(f"rank={r} must lie in [1, {min(v.shape)}]")
@@ -104,14 +100,14 @@ def subspace_overlap(a: Tensor, b: Tensor) -> float:
 
 def projection_share(vectors: Tensor, basis: Tensor) -> Tensor:
     """Share `||P v||^2 / ||v||^2` of each row of `vectors (n, d)` inside the span of orthonormal `basis (r, d)`."""
-    v = _unit(vectors.double())
+    v = unit_rows(vectors.double())
     return (v @ basis.double().T).pow(2).sum(-1).to(torch.float32)
 
 
 @single_threaded
 def participation_ratio(vectors: Tensor) -> float:
     """Effective rank `(sum l)^2 / sum l^2` of the eigenvalues l of the Gram matrix of the unit rows of `vectors`."""
-    s2 = torch.linalg.svdvals(_unit(vectors.double())).pow(2)
+    s2 = torch.linalg.svdvals(unit_rows(vectors.double())).pow(2)
     return float(s2.sum().pow(2) / s2.pow(2).sum())
 
 
@@ -130,7 +126,7 @@ def covariance_directions(cov: Tensor, n: int, generator: torch.Generator | None
     """`n` unit vectors `(n, d)` drawn from `N(0, cov)`: random directions weighted by the data's variance."""
     root = covariance_root(cov)
     z = torch.randn(n, cov.shape[0], generator=generator, dtype=torch.float64)
-    return _unit(z @ root.T).to(torch.float32)
+    return unit_rows(z @ root.T).to(torch.float32)
 
 
 def expected_random_overlap(d: int, r_a: int, r_b: int) -> float:
@@ -201,23 +197,6 @@ def stream_covariance(batches: Iterable[Tensor], max_tokens: int | None = None) 
     return Covariance(shift.double() + m, (s2 - n * torch.outer(m, m)) / (n - 1), n)
 
 
-def load_covariance(store: ActivationStore, max_tokens: int = 200_000) -> Covariance:
-    """`stream_covariance` of the first `max_tokens` rows of `store`, cached under `covariance/`."""
-    from safetensors.torch import load_file, save_file
-
-    from saelib.cache import atomic_write_json, cached_artifact
-
-    def build(work: Path) -> None:
-        c = stream_covariance((store.shard(i) for i in range(store.n_shards)), max_tokens)
-        save_file({"mean": c.mean, "cov": c.cov}, str(work / "covariance.safetensors"))
-        atomic_write_json(work / "covariance.json", {"n_tokens": c.n_tokens})
-
-    key = {"store": store.path.name, "split": store.split, "info": store.info, "max_tokens": max_tokens}
-    folder = cached_artifact("covariance", f"{store.path.name}-{store.split}", key, build)
-    t = load_file(str(folder / "covariance.safetensors"))
-    return Covariance(t["mean"], t["cov"], json.loads((folder / "covariance.json").read_text())["n_tokens"])
-
-
 # --- Effective rank, and one decomposition for every rank -----------------------------------------------------------
 
 
@@ -243,7 +222,7 @@ def rank_stats(vectors: Tensor, energy: float = 0.9) -> RankStats:
     """`RankStats` of the unit rows of `vectors (n, d)` (one SVD); `(0, nan, 0)` for an empty set."""
     if len(vectors) == 0:
         return RankStats(0, math.nan, 0)
-    return spectrum_rank_stats(torch.linalg.svdvals(_unit(vectors.double())).pow(2), energy)._replace(n=len(vectors))
+    return spectrum_rank_stats(torch.linalg.svdvals(unit_rows(vectors.double())).pow(2), energy)._replace(n=len(vectors))
 
 
 @single_threaded
@@ -253,7 +232,7 @@ def ordered_basis(vectors: Tensor) -> tuple[Tensor, Tensor]:
     decomposition serves every rank (when n < d, only the k directions with non-zero singular value)."""
     if len(vectors) == 0:
         return torch.zeros(0, dtype=torch.float64), torch.zeros(0, vectors.shape[-1])
-    v = _unit(vectors.double())  # (n, d)
+    v = unit_rows(vectors.double())  # (n, d)
     # Eigendecomposition of the smaller Gram matrix: several times faster than the SVD.
     if len(v) >= v.shape[1]:
         evals, evecs = torch.linalg.eigh(v.T @ v)  # (d, d)

@@ -20,8 +20,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from saelib.cache import atomic_write_json, cached_artifact
+from saelib.cache import cached_artifact
 from saelib.config import SAEConfig, TrainConfig, derive_seed, resolve_device
+from saelib.paths import atomic_write_json
 from saelib.sae import SAE, check_activations, load_sae, save_sae
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ def train_saes(
     ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
     if ckpt is not None and ckpt.is_file():
         state = torch.load(ckpt, map_location=device, weights_only=False)
-        if state["cfg"] != dataclasses.asdict(cfg) or state["train"] != _train_key(train):
+        if state["cfg"] != dataclasses.asdict(cfg) or state["train"] != train_key(train):
             raise ValueError(f"{ckpt} was written for another configuration; delete it to start over")
         sae.load_state_dict(state["sae"])
         opt.load_state_dict(state["opt"])
@@ -192,7 +193,7 @@ def train_saes(
         if ckpt is not None:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             _save_checkpoint(ckpt, {
-                "cfg": dataclasses.asdict(cfg), "train": _train_key(train), "sae": sae.state_dict(),
+                "cfg": dataclasses.asdict(cfg), "train": train_key(train), "sae": sae.state_dict(),
                 "opt": opt.state_dict(), "sched": sched.state_dict(), "since_fired": since_fired,
                 "history": history, "step": step,
             })
@@ -272,7 +273,7 @@ def train_saes(
     return TrainResult(sae.eval(), history)
 
 
-def _train_key(train: TrainConfig) -> dict:
+def train_key(train: TrainConfig) -> dict:
     """The fields of `train` that change results (the device does not)."""
     key = dataclasses.asdict(train)
     for k in ("device", "checkpoint_every", "log_every"):
@@ -297,7 +298,7 @@ def train_cached(
     Returns:
         The trained stack (on `train.device`, inference mode) and its training history.
     """
-    key = {"sae": cfg, "train": _train_key(train), "data": data_key, "train_version": TRAIN_VERSION}
+    key = {"sae": cfg, "train": train_key(train), "data": data_key, "train_version": TRAIN_VERSION}
 
     def build(work: Path) -> None:
         result = train_saes(cfg, train, data, checkpoint_dir=work / "checkpoint", progress=progress)

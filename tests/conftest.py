@@ -22,9 +22,9 @@ def _artifacts_in_tmp(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory):
     """A tiny random GPT-2 with a tokenizer trained on the fixture text (offline)."""
-    from tiny_models import make_tiny_model
+    from helpers import make_tiny_model
 
-    from saelib import activations as A
+    from saelib.lm import activations as A
 
     return A.load_model(str(make_tiny_model(tmp_path_factory.mktemp("gpt2"), "gpt2")), device="cpu")
 
@@ -32,7 +32,7 @@ def tiny_lm(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_contexts(tiny_lm):
     """Five fixture contexts of 20 tokens for `tiny_lm`, the last one padded after 12 tokens."""
-    from saelib import corpus
+    from saelib.lm import corpus
 
     docs = corpus.load_documents("fixture")
     ctx = corpus.tokenize_contexts(docs, tiny_lm.tokenizer, context_len=20, min_tail=4)[:5].copy()

@@ -1,8 +1,9 @@
 import pytest
 
-from saelib import cli, synthetic
+from saelib import cli
 from saelib.cache import artifact_dir, verify_manifest
-from saelib.config import synthetic_study
+from saelib.chapters import synthetic
+from saelib.chapters.synthetic import synthetic_study
 
 
 def test_synthetic_command_fills_the_cache():
@@ -22,17 +23,18 @@ def test_unknown_scale_is_refused():
 
 @pytest.mark.slow
 def test_collect_command_at_smoke_scale():
-    from saelib import activations, config
+    from saelib.lm import activations
+    from saelib.lm.config import ACTIVATION_SCALES
 
     cli.main(["collect", "--scale", "smoke", "--device", "cpu"])
-    store = activations.collect_activations(config.ACTIVATION_SCALES["smoke"], progress=False)  # a cache hit
-    assert store.n_tokens >= config.ACTIVATION_SCALES["smoke"].n_train_tokens and store.d_in == 640
+    store = activations.collect_activations(ACTIVATION_SCALES["smoke"], progress=False)  # a cache hit
+    assert store.n_tokens >= ACTIVATION_SCALES["smoke"].n_train_tokens and store.d_in == 640
 
 
 def test_grid_command_runs_the_scales_grid_on_the_device(monkeypatch):
     import pandas as pd
 
-    from saelib import config, grid
+    from saelib.chapters import grid
 
     seen = {}
 
@@ -42,6 +44,6 @@ def test_grid_command_runs_the_scales_grid_on_the_device(monkeypatch):
 
     monkeypatch.setattr(grid, "run_grid", fake_run_grid)
     cli.main(["grid", "--scale", "smoke", "--device", "cpu"])
-    expected = config.stability_study("smoke")
+    expected = grid.study("smoke")
     assert seen["study"].train.device == "cpu"
     assert seen["study"].activations == expected.activations and seen["study"].sizes == expected.sizes

@@ -1,0 +1,75 @@
+"""Chapter 1's figures: stability across the grid, its sensitivity to tau and to the reference seeds, and stability
+against frequency.
+
+Each function draws on `ax` (a new figure when None) and returns the axes, so that notebooks only call and caption.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+
+from saelib.plots.theme import PALETTE, axes_or_new
+
+
+def plot_grid_stability(table: pd.DataFrame, y: str = "mean_stability", null: str | None = "null_stability",
+                        ax: Axes | None = None) -> Axes:
+    """A score of every grid point against dictionary size: one line per (layer, variant), the null dotted."""
+    ax = axes_or_new(ax)
+    styles = dict(zip(sorted(table.variant.unique()), ["-o", "--s", "-.^", ":D"]))
+    colors = dict(zip(sorted(table.layer.unique()), sns.color_palette("colorblind", table.layer.nunique())))
+    for (layer, variant), df in table.sort_values("d_sae").groupby(["layer", "variant"]):
+        ax.plot(df.d_sae, df[y], styles[variant], c=colors[layer], label=f"layer {layer}, {variant}")
+    if null is not None and null in table:
+        nulls = table.groupby("d_sae")[null].mean()
+        ax.plot(nulls.index, nulls.values, ":", c=PALETTE["null"], label="null (untrained)")
+    ax.set(xscale="log", xlabel="dictionary size d_sae", ylabel=y.replace("_", " "))
+    ax.set_xticks(sorted(table.d_sae.unique()), [str(d) for d in sorted(table.d_sae.unique())])
+    ax.minorticks_off()
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_threshold_sweep(df: pd.DataFrame, tau: float | None = None, ax: Axes | None = None) -> Axes:
+    """Mean stability and the stable / unstable shares against the similarity threshold tau."""
+    ax = axes_or_new(ax)
+    ax.plot(df.threshold, df.mean_stability, "-o", c="k", label="mean stability")
+    ax.plot(df.threshold, df.stable_share, "-s", c=PALETTE["stable"], label="share stable")
+    ax.plot(df.threshold, df.unstable_share, "-^", c=PALETTE["unstable"], label="share unstable")
+    if tau is not None:
+        ax.axvline(tau, ls="--", c="0.5", lw=0.8)
+    ax.set(xlabel="similarity threshold tau", ylabel="share of alive latents", ylim=(-0.02, 1.02))
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_reference_sweep(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """Stability estimated from n reference seeds: shares and agreement with the all-seed labels against n."""
+    ax = axes_or_new(ax)
+    ax.plot(df.n_reference, df.stable_share, "-s", c=PALETTE["stable"], label="share stable")
+    ax.plot(df.n_reference, df.unstable_share, "-^", c=PALETTE["unstable"], label="share unstable")
+    ax.plot(df.n_reference, df.label_agreement, "--o", c="k", label="label = all-seed label")
+    ax.set(xlabel="reference seeds", ylabel="share of alive latents", ylim=(-0.02, 1.02))
+    ax.set_xticks(df.n_reference)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_stability_vs_frequency(latents: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """Per-feature stability against firing frequency (log), latents as points, the binned mean as a line."""
+    ax = axes_or_new(ax)
+    df = latents[latents.frequency > 0]
+    jitter = np.random.default_rng(0).uniform(-0.02, 0.02, len(df))
+    colors = df.label.map(lambda k: PALETTE.get(k, "#333333"))
+    ax.scatter(df.frequency, df.stability + jitter, s=3, alpha=0.25, c=colors, rasterized=True)
+    bins = np.logspace(np.log10(df.frequency.min()), np.log10(df.frequency.max()), 12)
+    mid = pd.cut(df.frequency, bins, include_lowest=True)
+    binned = df.groupby(mid, observed=True).stability.mean()
+    centers = [np.sqrt(iv.left * iv.right) if iv.left > 0 else iv.right for iv in binned.index]
+    ax.plot(centers, binned.values, "-o", c="k", label="mean per frequency bin")
+    ax.set(xscale="log", xlabel="firing frequency (held-out tokens)", ylabel="per-feature stability",
+           ylim=(-0.05, 1.05))
+    ax.legend(fontsize="small", loc="upper left")
+    return ax

@@ -1,0 +1,83 @@
+"""The book's look: `set_theme()`, one palette, the label order, a figure-or-axes helper, and the stability
+histogram that chapters 1 and 4 share.
+
+Each function draws on `ax` (a new figure when None) and returns the axes, so that notebooks only call and caption.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.axes import Axes
+
+PALETTE = {
+    "isolated": "#0173b2", "stable": "#0173b2", "group": "#de8f05", "unstable": "#de8f05",
+    "intermediate": "#029e73", "unassigned": "#949494", "null": "#7f7f7f", "random": "#7f7f7f", "dead": "#cc78bc",
+}
+"""Colours by feature kind, shared by every chapter (seaborn's colorblind palette)."""
+
+
+LABEL_ORDER = ["unstable", "intermediate", "stable"]
+"""Stability labels from least to most stable (dead latents are left out of chapter 2's figures)."""
+
+
+def set_theme() -> None:
+    """The seaborn theme of every figure in the book."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", rc={"figure.dpi": 110,
+                  "axes.titlesize": "medium", "figure.figsize": (6.4, 4.0)})
+
+
+def axes_or_new(ax: Axes | None, figsize=None) -> Axes:
+    """`ax`, or the axes of a new figure."""
+    return ax if ax is not None else plt.subplots(figsize=figsize)[1]
+
+
+def plot_stability_hist(stability, kind=None, null=None, ax: Axes | None = None) -> Axes:
+    """Share of latents at each stability value (stability takes S values for S seeds), one bar per kind.
+
+    Args:
+        stability: per-latent stability (NaN for dead latents, which are left out).
+        kind: per-latent group name (e.g. `isolated` / `group`, or `stable` / `unstable`).
+        null: stability of the null baseline (untrained SAEs), drawn as its own kind.
+    """
+    ax = axes_or_new(ax)
+    df = pd.DataFrame({"stability": np.asarray(stability, dtype=float),
+                       "kind": np.asarray(kind) if kind is not None else "all"})
+    if null is not None:
+        null = np.asarray(null, dtype=float).ravel()
+        df = pd.concat([df, pd.DataFrame({"stability": null, "kind": "null (untrained)"})])
+    df = df.dropna()
+    df["level"] = df["stability"].round(2)
+    share = df.groupby("kind")["level"].value_counts(normalize=True).rename("share").reset_index()
+    levels = sorted(share["level"].unique())
+    palette = {k: PALETTE.get(k.split(" ")[0], "#333333") for k in share["kind"].unique()}
+    sns.barplot(share, x="level", y="share", hue="kind", order=levels, palette=palette, ax=ax)
+    ax.set(xlabel="per-feature stability (share of other seeds with a match)", ylabel="share of latents in kind")
+    ax.legend(fontsize="small", title=None)
+    return ax
+
+
+def plot_group_latents(directions: list[torch.Tensor], basis: torch.Tensor, ax: Axes | None = None,
+                       labels: list[str] | None = None) -> Axes:
+    """Latents of one group from several seeds, as arrows in the plane of the first two axes of the true subspace.
+
+    Args:
+        directions: per seed, the unit decoder rows `(n_s, d_in)` assigned to the group.
+        basis: the group's orthonormal basis `(r, d_in)`; the first two rows span the drawn plane.
+    """
+    ax = axes_or_new(ax, figsize=(4.6, 4.6))
+    colors = sns.color_palette("colorblind", len(directions))
+    for i, dirs in enumerate(directions):
+        xy = (dirs.double() @ basis[:2].double().T).numpy()
+        for u, v in xy:
+            ax.annotate("", xy=(u, v), xytext=(0, 0),
+                        arrowprops={"arrowstyle": "-|>", "color": colors[i], "lw": 1.6, "alpha": 0.85})
+        ax.plot([], [], c=colors[i], label=labels[i] if labels else f"seed {i}")
+    t = np.linspace(0, 2 * np.pi, 200)
+    ax.plot(np.cos(t), np.sin(t), c="0.8", lw=0.8)
+    ax.set(xlim=(-1.1, 1.1), ylim=(-1.1, 1.1), aspect="equal", xlabel="true axis 1", ylabel="true axis 2")
+    ax.legend(fontsize="small", loc="upper right")
+    return ax

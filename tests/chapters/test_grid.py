@@ -1,0 +1,105 @@
+"""The chapter-1 grid on a tiny offline GPT-2 (no download): every point trains, scores and caches."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from helpers import make_tiny_model
+
+from saelib import stability, train
+from saelib.chapters import grid
+from saelib.chapters.grid import GridStudy
+from saelib.config import TrainConfig
+from saelib.lm.activations import load_model
+from saelib.lm.config import ActivationConfig
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return str(make_tiny_model(tmp_path_factory.mktemp("gpt2"), "gpt2", n_layers=3, d=32))
+
+
+def _study(folder, **kw) -> GridStudy:
+    acts = tuple(ActivationConfig(model=folder, layer=layer, corpus="fixture", context_len=32, n_train_tokens=800,
+                                  n_eval_contexts=4, contexts_per_shard=8, batch_contexts=4) for layer in (0, 2))
+    base = dict(sizes=(16, 48), k=4, n_seeds=3, reference=(2, "topk", 48), n_ce_contexts=2, thresholds=(0.5, 0.9),
+                train=TrainConfig(n_tokens=1_600, batch_size=128, lr=3e-3, normalize_activations=True,
+                                  dead_after_tokens=800, device="cpu"))
+    return GridStudy(acts, **(base | kw))
+
+
+def test_run_grid_scores_every_point_and_caches_them(folder, monkeypatch):
+    study = _study(folder)
+    lm = load_model(folder, device="cpu")
+    table, splits, scores = grid.run_grid(study, lm=lm, progress=False)
+    assert len(table) == 2 * 2 * 2 == len(grid.grid_entries(study))
+    assert set(table.columns) >= {"explained_variance", "l0", "dead_fraction", "ce_loss_score", "mean_stability",
+                                  "shared_fraction", "pw_mcc", "null_stability", "null_cov_stability"}
+    assert table.l0.between(0, 4 * 1.5).all() and table.explained_variance.between(-1, 1).all()
+    entry = grid.reference_entry(study)
+    split = splits[entry]
+    assert split.stability.shape == (3, 48) and split.max_cos.shape == (3, 3, 48)
+    # Labels follow the split's own cut-offs; dead latents are exactly those that never fire.
+    dead = split.frequency == 0
+    assert torch.equal(split.label == stability.DEAD, dead) and torch.isnan(split.stability[dead]).all()
+    assert torch.equal(split.label, stability.stability_labels(split.stability, study.stability))
+    # The cached split is what later chapters read, without training or scoring again.
+    monkeypatch.setattr(train, "train_saes", lambda *a, **k: pytest.fail("retrained a cached grid point"))
+    monkeypatch.setattr(grid, "score_sae", lambda *a, **k: pytest.fail("rescored a cached grid point"))
+    again = grid.load_split(study, entry)
+    torch.testing.assert_close(again.stability, split.stability, equal_nan=True)
+    assert grid.is_scored(study, entry)
+    rows = grid.latent_table(entry, split)
+    assert len(rows) == int((~dead).sum()) and set(rows.label) <= {"stable", "intermediate", "unstable"}
+
+
+def test_more_seeds_extend_the_grid_stack(folder):
+    study = _study(folder, variants=("topk",), sizes=(16,), reference=(2, "topk", 16))
+    entry = grid.reference_entry(study)
+    three, _ = grid.train_entry(study, entry, progress=False)
+    four, _ = grid.train_entry(study, entry, n_seeds=4, progress=False)
+    assert four.n_seeds == 4
+    torch.testing.assert_close(four.W_dec[:3], three.W_dec, atol=1e-4, rtol=1e-4)
+
+
+def test_scores_of_exact_copies_are_perfect(folder):
+    study = _study(folder, variants=("topk",), sizes=(16,), reference=(2, "topk", 16))
+    entry = grid.reference_entry(study)
+    sae, _ = grid.train_entry(study, entry, progress=False)
+    with torch.no_grad():
+        for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+            p = getattr(sae, name)
+            p[1:] = p[:1]
+    store = grid.load_store(study, 2, progress=False)
+    split, scores = grid.score_sae(sae, store, study)
+    alive = split.label != stability.DEAD
+    assert torch.all(split.stability[alive] == 1)
+    assert np.allclose(scores["explained_variance"], scores["explained_variance"][0])
+    assert all(p["matched_cosine"] == pytest.approx(1.0) for p in scores["pairs"])
+    assert scores["null_untrained"]["mean_stability"] < 0.5
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [(dict(reference=(5, "topk", 16)), "reference"), (dict(n_seeds=1), "n_seeds"), (dict(sizes=(4,)), "sizes"),
+     (dict(variants=("gated",)), "variants")],
+)
+def test_study_errors_name_the_parameter(folder, change, message):
+    with pytest.raises(ValueError, match=message):
+        _study(folder, **change)
+
+
+def test_study_rejects_repeated_layers_and_mixed_models(folder):
+    a = _study(folder).activations[0]
+    with pytest.raises(ValueError, match="repeated layers"):
+        GridStudy((a, a), reference=(0, "topk", 1024))
+    with pytest.raises(ValueError, match="share model"):
+        GridStudy((a, replace(a, layer=1, model="gpt2")), reference=(0, "topk", 1024))
+
+
+@pytest.mark.parametrize("scale", ["smoke", "default", "gpu", "paper"])
+def test_named_scales_are_valid(scale):
+    study = grid.study(scale)
+    assert grid.reference_entry(study) in grid.grid_entries(study)
+    assert len(study.layers) >= 2 and study.n_seeds >= (3 if scale == "smoke" else 5)
