@@ -11,7 +11,7 @@ DEVICE ?= auto
 NOTEBOOKS := $(wildcard notebooks/*.py)
 EXECUTED := $(patsubst notebooks/%.py,book/executed/%.ipynb,$(NOTEBOOKS))
 
-.PHONY: setup corpus execute book test bench lint clean FORCE
+.PHONY: setup corpus execute book test bench lint typecheck clean FORCE
 
 setup: $(VENV)/.installed
 
@@ -53,8 +53,17 @@ bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_grid.py
 	$(BIN)/python benchmarks/bench_book.py
 
+# What CI checks before the tests: lint and formatting (notebooks included), then the core's types.
+LINTED := saelib tests benchmarks notebooks
+
 lint: setup
-	$(BIN)/ruff check saelib tests benchmarks
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(MAKE) typecheck
+
+# pyright in basic mode on the core (pyproject.toml, [tool.pyright]); the venv's python resolves the imports.
+typecheck: setup
+	PYRIGHT_PYTHON_IGNORE_WARNINGS=1 $(BIN)/pyright --pythonpath $(BIN)/python
 
 clean:
 	rm -rf _build build book/executed

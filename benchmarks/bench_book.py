@@ -3,7 +3,7 @@
     python benchmarks/bench_book.py            # warm only, on the current cache
     python benchmarks/bench_book.py --cold     # cold first, in a fresh temporary cache, then warm on it
 
-Prints a table of wall-clock seconds against the goals (DESIGN.md §3: cold well under 30 minutes, warm under 2).
+Prints a table of wall-clock seconds against the goals (cold well under 30 minutes, warm under 2).
 """
 
 from __future__ import annotations
@@ -20,8 +20,14 @@ from saelib.paths import ARTIFACTS_ENV, repo_root
 
 def _make_book(scale: str, env: dict) -> float:
     t0 = time.perf_counter()
-    subprocess.run(["make", "book", f"SCALE={scale}"], cwd=repo_root(), env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["make", "book", f"SCALE={scale}"],
+        cwd=repo_root(),
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t0
 
 

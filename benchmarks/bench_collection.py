@@ -44,8 +44,14 @@ def main() -> None:
     lm = A.load_model(args.model, device="cpu")  # the packaged model's converted copy in the usual artifact root
     load_s = time.perf_counter() - t0
     os.environ["SAELIB_ARTIFACTS"] = scratch.name
-    base = ActivationConfig(model=args.model, layer=args.layer, n_eval_contexts=1, batch_contexts=args.batch_contexts,
-                            contexts_per_shard=32, n_train_tokens=1)
+    base = ActivationConfig(
+        model=args.model,
+        layer=args.layer,
+        n_eval_contexts=1,
+        batch_contexts=args.batch_contexts,
+        contexts_per_shard=32,
+        n_train_tokens=1,
+    )
     contexts = A.corpus_contexts(base.corpus, lm, base.context_len)  # tokenised once, not timed
     n_tokens_target = (args.contexts - 1) * (base.context_len - 1) + 1
     n_positions = args.contexts * base.context_len

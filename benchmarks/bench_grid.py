@@ -29,8 +29,9 @@ def main() -> None:
     p.add_argument("--budget-min", type=float, default=20.0, help="the target for the whole grid's training")
     args = p.parse_args()
     study = grid.study(args.scale, args.device)
-    tr = replace(study.train, n_tokens=max(int(study.train.n_tokens * args.fraction), study.train.batch_size),
-                 device="cpu")
+    tr = replace(
+        study.train, n_tokens=max(int(study.train.n_tokens * args.fraction), study.train.batch_size), device="cpu"
+    )
     rows = []
     for entry in grid.grid_entries(study):
         store = grid.load_store(study, entry.layer, progress=False)
@@ -40,14 +41,18 @@ def main() -> None:
         rows.append((entry.name, time.perf_counter() - t0))
     scale_up = study.train.n_tokens / tr.n_tokens
     cheapest = min(t for _, t in rows)
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads; {study.n_seeds} seeds per point, {tr.n_tokens:,} of {study.train.n_tokens:,} tokens run")
+    print(
+        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads; {study.n_seeds} seeds per point, {tr.n_tokens:,} of {study.train.n_tokens:,} tokens run"
+    )
     print("| grid point | seconds measured | minutes extrapolated | x cheapest |\n|---|---|---|---|")
     for name, t in rows:
         print(f"| {name} | {t:.1f} | {t * scale_up / 60:.2f} | {t / cheapest:.1f} |")
     total = sum(t for _, t in rows) * scale_up / 60
-    print(f"| **all** | {sum(t for _, t in rows):.1f} | {total:.1f} | budget {args.budget_min:.0f} min: "
-          f"{total / args.budget_min:.2f}x |")
+    print(
+        f"| **all** | {sum(t for _, t in rows):.1f} | {total:.1f} | budget {args.budget_min:.0f} min: "
+        f"{total / args.budget_min:.2f}x |"
+    )
 
 
 if __name__ == "__main__":

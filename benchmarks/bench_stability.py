@@ -54,8 +54,10 @@ class _Count(logging.Handler):
 
 
 def bench_stability(a: argparse.Namespace) -> None:
-    print(f"| {'d_sae':>6} | {'seeds':>5} | {'dead':>5} | {'matmuls (bound) s':>17} | "
-          f"{'cross_seed_max_cosine s':>23} | {'ratio':>5} |")
+    print(
+        f"| {'d_sae':>6} | {'seeds':>5} | {'dead':>5} | {'matmuls (bound) s':>17} | "
+        f"{'cross_seed_max_cosine s':>23} | {'ratio':>5} |"
+    )
     print(f"|{'-' * 8}|{'-' * 7}|{'-' * 7}|{'-' * 19}|{'-' * 25}|{'-' * 7}|")
     for F in a.sizes:
         gen = torch.Generator().manual_seed(F)
@@ -76,8 +78,11 @@ def bench_stability(a: argparse.Namespace) -> None:
             for c, (_, al) in enumerate(cases):
                 best[c] = min(best[c], _time(lambda al=al, d=dirs: stability.cross_seed_max_cosine(d, alive=al)))
         for (dead, _), seconds in zip(cases, best):
-            print(f"| {F:>6} | {a.seeds:>5} | {dead:>5.0%} | {best_bound:>17.2f} | {seconds:>23.2f} | "
-                  f"{seconds / best_bound:>5.2f} |", flush=True)
+            print(
+                f"| {F:>6} | {a.seeds:>5} | {dead:>5.0%} | {best_bound:>17.2f} | {seconds:>23.2f} | "
+                f"{seconds / best_bound:>5.2f} |",
+                flush=True,
+            )
 
 
 def _pair(F: int, d_in: int, case: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,8 +99,10 @@ def _pair(F: int, d_in: int, case: str) -> tuple[torch.Tensor, torch.Tensor]:
 def bench_matching(a: argparse.Namespace) -> None:
     count = _Count()
     logging.getLogger("saelib.stability").addHandler(count)
-    print(f"| {'pair':<6} | {'d_sae':>6} | {'k':>3} | {'dense s':>7} | {'sparse s':>8} | {'speedup':>7} | "
-          f"{'agreement':>9} | {'mean cos dense':>14} | {'mean cos sparse':>15} | {'fallback':>8} |")
+    print(
+        f"| {'pair':<6} | {'d_sae':>6} | {'k':>3} | {'dense s':>7} | {'sparse s':>8} | {'speedup':>7} | "
+        f"{'agreement':>9} | {'mean cos dense':>14} | {'mean cos sparse':>15} | {'fallback':>8} |"
+    )
     print(f"|{'-' * 8}|{'-' * 8}|{'-' * 5}|{'-' * 9}|{'-' * 10}|{'-' * 9}|{'-' * 11}|{'-' * 16}|{'-' * 17}|{'-' * 10}|")
     for F, case in itertools.product(a.match_sizes, ("random", "shared")):
         x, y = _pair(F, a.d_in, case)
@@ -113,9 +120,12 @@ def bench_matching(a: argparse.Namespace) -> None:
                 fallbacks[k] += count.n - before
         for k in a.ks:
             agree = float((res[k][1] == dense[1]).mean())
-            print(f"| {case:<6} | {F:>6} | {k:>3} | {t_dense:>7.2f} | {t_sparse[k]:>8.2f} | "
-                  f"{t_dense / t_sparse[k]:>7.1f} | {agree:>9.3f} | {dense[2].mean():>14.4f} | "
-                  f"{np.mean(res[k][2]):>15.4f} | {'yes' if fallbacks[k] else 'no':>8} |", flush=True)
+            print(
+                f"| {case:<6} | {F:>6} | {k:>3} | {t_dense:>7.2f} | {t_sparse[k]:>8.2f} | "
+                f"{t_dense / t_sparse[k]:>7.1f} | {agree:>9.3f} | {dense[2].mean():>14.4f} | "
+                f"{np.mean(res[k][2]):>15.4f} | {'yes' if fallbacks[k] else 'no':>8} |",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -129,8 +139,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args()
 
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, float32, d_in={a.d_in}, best of {a.repeats}\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, float32, d_in={a.d_in}, best of {a.repeats}\n"
+    )
     if a.sizes:
         bench_stability(a)
         print()

@@ -53,8 +53,15 @@ def _saelens_fit(x: torch.Tensor, d_sae: int, k: int, batch: int, device: str) -
     from sae_lens.training.sae_trainer import SAETrainer
 
     sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=x.shape[1], d_sae=d_sae, k=k, device=device))
-    cfg = SAETrainerConfig(total_training_samples=x.shape[0], train_batch_size_samples=batch, device=device,
-                           lr=2e-4, lr_end=0.0, dead_feature_window=10**9, feature_sampling_window=10**9)
+    cfg = SAETrainerConfig(
+        total_training_samples=x.shape[0],
+        train_batch_size_samples=batch,
+        device=device,
+        lr=2e-4,
+        lr_end=0.0,
+        dead_feature_window=10**9,
+        feature_sampling_window=10**9,
+    )
     with contextlib.redirect_stderr(io.StringIO()):  # its progress bar
         SAETrainer(cfg=cfg, sae=sae, data_provider=iter(x.split(batch))).fit()
 
@@ -91,11 +98,20 @@ def main() -> None:
     logging.disable(logging.WARNING)
 
     x = torch.randn(a.batch * a.steps, a.d_in)
-    print(f"machine: {platform.machine()} {platform.processor()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {a.device}; d_in={a.d_in} k={a.k} batch={a.batch} "
-          f"steps={a.steps}\n")
-    cols = [("d_sae", 6), ("S", 2), ("run", 22), ("s/step", 7), ("tok*seeds/s", 11), ("vs SAELens", 10),
-            ("matmul eff.", 11)]
+    print(
+        f"machine: {platform.machine()} {platform.processor()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {a.device}; d_in={a.d_in} k={a.k} batch={a.batch} "
+        f"steps={a.steps}\n"
+    )
+    cols = [
+        ("d_sae", 6),
+        ("S", 2),
+        ("run", 22),
+        ("s/step", 7),
+        ("tok*seeds/s", 11),
+        ("vs SAELens", 10),
+        ("matmul eff.", 11),
+    ]
     print("| " + " | ".join(f"{name:>{w}}" if name != "run" else f"{name:<{w}}" for name, w in cols) + " |")
     print("|" + "|".join("-" * (w + 2) for _, w in cols) + "|")
     stacking = {}
@@ -120,8 +136,10 @@ def main() -> None:
                 per_step = sec / a.steps
                 eff = bound / per_step
                 vs = f"{ref / sec:10.2f}" if ref else f"{'-':>10}"
-                print(f"| {d_sae:>6} | {S:>2} | {name:<22} | {per_step:7.2f} | {a.batch * a.steps * S / sec:11,.0f} "
-                      f"| {vs} | {eff:11.0%} |")
+                print(
+                    f"| {d_sae:>6} | {S:>2} | {name:<22} | {per_step:7.2f} | {a.batch * a.steps * S / sec:11,.0f} "
+                    f"| {vs} | {eff:11.0%} |"
+                )
     _print_stacking(stacking)
 
 

@@ -1,12 +1,13 @@
 """saelib: the library behind the companion to "Unstable Features, Reproducible Subspaces" (arXiv 2606.12138).
 
-The core (this package's top-level modules) imports with torch, numpy, scipy and safetensors only:
+The core (this package's top-level modules) imports with torch, numpy, scipy, pandas, safetensors and tqdm only
+(`tests/core/test_imports.py` checks it, and that it never imports the layers above it):
 `config` (frozen configs), `sae` (S stacked SAEs), `train` (all seeds at once), `stability` (per-feature stability,
 matching, PW-MCC, nulls), `subspace` (principal angles, overlap, effective rank), `groups` (cross-seed groups),
 `synthetic` (the planted-feature generator), `pooling` (pooled SAEs), `metrics`, `cache` and `paths`.
 
 Above it: `saelib.lm` (language models: activations, corpus, store, spliced CE, interpretation; adds transformers),
-`saelib.chapters` (one module per chapter of the book) and `saelib.plots` (its figures; adds pandas and seaborn).
+`saelib.chapters` (one module per chapter of the book) and `saelib.plots` (its figures; adds matplotlib and seaborn).
 Imports point down: chapters -> lm -> core.
 """
 

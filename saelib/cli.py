@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import replace
 
 from saelib import config
 
@@ -18,13 +17,15 @@ from saelib import config
 def _synthetic(args: argparse.Namespace) -> None:
     from saelib.chapters import synthetic
 
-    study = synthetic.synthetic_study(args.scale)
-    study = replace(study, train=replace(study.train, device=args.device))
-    data, sae, _ = synthetic.train_study(study)
-    summary = synthetic.summarize(synthetic.analyze(sae, data, study.stability))
-    logging.getLogger("saelib").info("synthetic %s: %s", args.scale, {k: round(v, 3) for k, v in summary.items()})
-    if not args.no_sweep:
-        synthetic.identifiability_sweep(study)
+    study = synthetic.study(args.scale, args.device)
+    if args.no_sweep:
+        data, sae, _ = synthetic.train_study(study)
+        numbers = synthetic.summarize_analysis(synthetic.analyze(sae, data, study.stability))
+    else:
+        numbers = synthetic.summary(synthetic.run(study))
+    logging.getLogger("saelib").info(
+        "synthetic %s: %s", args.scale, {k: round(v, 3) if isinstance(v, float) else v for k, v in numbers.items()}
+    )
 
 
 def _collect(args: argparse.Namespace) -> None:
@@ -44,8 +45,9 @@ def _grid(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m saelib", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m saelib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("synthetic", help="train the synthetic chapter's SAEs (and its sweep) into the cache")
     p.add_argument("--scale", default="default", choices=config.SCALES)

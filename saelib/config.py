@@ -1,4 +1,4 @@
-"""Frozen, documented, validated configurations and the named scales (DESIGN.md §3-5).
+"""Frozen, documented, validated configurations and the named scales (book/methods.md lists every choice).
 
 Every field has a docstring under it (as in EleutherAI's sparsify); `__post_init__` rejects bad values with a
 one-line error naming the parameter. A scale name (`smoke`, `default`, `gpu`, `paper`) picks the size of a whole
@@ -149,8 +149,9 @@ class TrainConfig:
         check_fraction("TrainConfig", warmup_frac=self.warmup_frac, decay_frac=self.decay_frac)
         if self.warmup_frac + self.decay_frac > 1:
             raise ValueError("TrainConfig.warmup_frac + decay_frac must be <= 1")
-        check_positive("TrainConfig", aux_k=self.aux_k, dead_after_tokens=self.dead_after_tokens,
-                  max_grad_norm=self.max_grad_norm)
+        check_positive(
+            "TrainConfig", aux_k=self.aux_k, dead_after_tokens=self.dead_after_tokens, max_grad_norm=self.max_grad_norm
+        )
         if self.aux_coefficient < 0 or self.checkpoint_every < 0:
             raise ValueError("TrainConfig.aux_coefficient and checkpoint_every must be >= 0")
 
@@ -162,7 +163,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """A synthetic activation model with isolated features and low-rank feature groups (PAPER.md, claim 4).
+    """A synthetic activation model with isolated features and low-rank groups (book/methods.md, "The synthetic model").
 
     Each sample is a sparse sum of isolated features (random unit directions, positive magnitudes) plus, for each
     active group, a vector inside that group's `group_rank`-dimensional subspace, plus Gaussian noise. In
@@ -199,8 +200,9 @@ class SyntheticConfig:
         check_positive("SyntheticConfig", d_in=self.d_in, n_samples=self.n_samples)
         if self.n_isolated < 0 or self.n_groups < 0 or self.n_isolated + self.n_groups == 0:
             raise ValueError("SyntheticConfig.n_isolated and n_groups must be >= 0, and not both 0")
-        check_fraction("SyntheticConfig", p_isolated=self.p_isolated, p_group=self.p_group,
-                  p_group_feature=self.p_group_feature)
+        check_fraction(
+            "SyntheticConfig", p_isolated=self.p_isolated, p_group=self.p_group, p_group_feature=self.p_group_feature
+        )
         if self.group_mode not in ("isotropic", "overcomplete"):
             raise ValueError(f"SyntheticConfig.group_mode={self.group_mode!r} must be 'isotropic' or 'overcomplete'")
         if self.n_groups and not 1 <= self.group_rank <= self.d_in:
@@ -215,7 +217,7 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class StabilityConfig:
-    """How per-feature stability is scored (PAPER.md, "Definitions")."""
+    """How per-feature stability is scored (book/intro.md, "Definitions used throughout")."""
 
     threshold: float = 0.7
     """Cosine `tau` above which a feature counts as reappearing in another seed."""
@@ -247,7 +249,7 @@ POOL_RANKINGS = ("seeds", "mass")
 
 @dataclass(frozen=True)
 class PoolingConfig:
-    """How a pooled SAE is built from the features of a group of seeds (PAPER.md, claim 5; `saelib.pooling`).
+    """How a pooled SAE is built from the features of a group of seeds (book/methods.md, "Chapter 5: pooling").
 
     The alive decoder rows of the group's seeds are pooled, near-duplicates merged (one representative per cluster),
     the clusters ranked and the first `d_sae` kept; the SAE built from them is fine-tuned briefly. Two pooled SAEs

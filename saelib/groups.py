@@ -1,4 +1,4 @@
-"""Groups of unstable features whose spans match across seeds (PAPER.md, claim 3; chapter 3, item 4).
+"""Groups of unstable features whose spans match across seeds (chapter 3; book/methods.md, "Chapter 3: geometry").
 
 A feature of seed s is *explained* by seed t when at most `max_atoms` of t's unstable features, with positive
 weights, hold at least `min_share` of its squared norm (greedy non-negative orthogonal matching pursuit, `explain`).
@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -48,7 +48,8 @@ class GroupConfig:
     """Most features of another seed that may explain one feature."""
     min_share: float = 0.49
     """Share of a feature's squared norm they must explain: 0.49 is a cosine of 0.7 to their span, the threshold tau
-    at which a single feature counts as reappearing (PAPER.md), applied to a span instead."""
+    at which a single feature counts as reappearing (book/intro.md, "Definitions used throughout"), applied to a
+    span instead."""
     mutual: bool = True
     """Link two features only when each is among the explainers of the other (as mutual nearest neighbours); one-way
     links chain most unstable latents into one giant component on real SAEs."""
@@ -171,11 +172,15 @@ def find_groups(directions: Tensor, members: Tensor, cfg: GroupConfig | None = N
     seed = np.concatenate([np.full(len(x), s) for s, x in enumerate(sets)]) if N else np.zeros(0, dtype=int)
     df = pd.DataFrame({"comp": comp, "seed": seed})
     stats = df.groupby("comp").agg(n_seeds=("seed", "nunique"), size=("seed", "size"))
-    kept = stats[stats.n_seeds >= cfg.min_seeds].sort_values("size", ascending=False, kind="stable")
+    kept = stats.loc[stats["n_seeds"] >= cfg.min_seeds].sort_values("size", ascending=False, kind="stable")
     relabel = {c: g for g, c in enumerate(kept.index)}
     group = np.array([relabel.get(c, -1) for c in comp], dtype=np.int64)
-    return FeatureGroups(torch.from_numpy(seed).long(), torch.cat(latents) if N else torch.zeros(0, dtype=torch.long),
-                         torch.from_numpy(group), len(kept))
+    return FeatureGroups(
+        torch.from_numpy(seed).long(),
+        torch.cat(latents) if N else torch.zeros(0, dtype=torch.long),
+        torch.from_numpy(group),
+        len(kept),
+    )
 
 
 def group_members(directions: Tensor, groups: FeatureGroups, g: int) -> list[Tensor]:
@@ -216,23 +221,52 @@ def group_table(directions: Tensor, groups: FeatureGroups, cov: Tensor, cfg: Gro
                 baselines[shape] = _pair_baseline(*shape, pool, gen, cfg.n_draws)
             ang = torch.rad2deg(principal_angles(bases[a], bases[b]))
             draw = pool[torch.randint(len(pool), (cfg.n_draws * shape[1],), generator=gen)]
-            pair.append(baselines[shape] | {
-                "overlap": subspace_overlap(bases[a], bases[b]), "mean_angle_deg": float(ang.mean()),
-                "max_angle_deg": float(ang.max()), "max_cos": float((members[b] @ members[a].T).amax(1).mean()),
-                "cos_to_span": float(projection_share(members[b], full[a]).sqrt().mean()),
-                "cos_to_span_covariance": float(projection_share(draw, full[a]).sqrt().mean())})
+            pair.append(
+                baselines[shape]
+                | {
+                    "overlap": subspace_overlap(bases[a], bases[b]),
+                    "mean_angle_deg": float(ang.mean()),
+                    "max_angle_deg": float(ang.max()),
+                    "max_cos": float((members[b] @ members[a].T).amax(1).mean()),
+                    "cos_to_span": float(projection_share(members[b], full[a]).sqrt().mean()),
+                    "cos_to_span_covariance": float(projection_share(draw, full[a]).sqrt().mean()),
+                }
+            )
         n = [len(members[s]) for s in present]
-        rows.append({"group": g, "n_features": sum(n), "n_seeds": len(present), "features_per_seed": float(np.mean(n)),
-                     "rank_seed": float(np.mean([len(bases[s]) for s in present])),
-                     "rank_pooled": rank_stats(torch.cat([members[s] for s in present]), cfg.energy).energy_rank}
-                    | pd.DataFrame(pair).mean().to_dict())
+        rows.append(
+            {
+                "group": g,
+                "n_features": sum(n),
+                "n_seeds": len(present),
+                "features_per_seed": float(np.mean(n)),
+                "rank_seed": float(np.mean([len(bases[s]) for s in present])),
+                "rank_pooled": rank_stats(torch.cat([members[s] for s in present]), cfg.energy).energy_rank,
+            }
+            | pd.DataFrame(pair).mean().to_dict()
+        )
     return pd.DataFrame(rows, columns=GROUP_COLUMNS)
 
 
-GROUP_COLUMNS = ["group", "n_features", "n_seeds", "features_per_seed", "rank_seed", "rank_pooled", "overlap",
-                 "overlap_random", "overlap_covariance", "mean_angle_deg", "mean_angle_random", "mean_angle_covariance",
-                 "max_angle_deg", "max_angle_random", "max_angle_covariance", "max_cos", "cos_to_span",
-                 "cos_to_span_covariance"]
+GROUP_COLUMNS = [
+    "group",
+    "n_features",
+    "n_seeds",
+    "features_per_seed",
+    "rank_seed",
+    "rank_pooled",
+    "overlap",
+    "overlap_random",
+    "overlap_covariance",
+    "mean_angle_deg",
+    "mean_angle_random",
+    "mean_angle_covariance",
+    "max_angle_deg",
+    "max_angle_random",
+    "max_angle_covariance",
+    "max_cos",
+    "cos_to_span",
+    "cos_to_span_covariance",
+]
 """The columns of `group_table` (present even when there is no group)."""
 
 
@@ -261,12 +295,12 @@ def example_group(table: pd.DataFrame, max_per_seed: float = 6) -> int:
     that small, any with rank 2; the largest group if none qualifies)."""
     if table.empty:
         raise ValueError("table has no groups")
-    ok = table[(table.features_per_seed >= 2) & (table.rank_seed >= 2)]
-    if (ok.features_per_seed <= max_per_seed).any():
-        ok = ok[ok.features_per_seed <= max_per_seed]
+    ok = table.loc[(table["features_per_seed"] >= 2) & (table["rank_seed"] >= 2)]
+    if (ok["features_per_seed"] <= max_per_seed).any():
+        ok = ok.loc[ok["features_per_seed"] <= max_per_seed]
     if ok.empty:
-        return int(table.sort_values("n_features", ascending=False).group.iloc[0])
-    return int(ok.assign(gap=ok.cos_to_span - ok.max_cos).sort_values("gap", ascending=False).group.iloc[0])
+        return int(table.sort_values("n_features", ascending=False)["group"].iloc[0])
+    return int(ok.assign(gap=ok["cos_to_span"] - ok["max_cos"]).sort_values("gap", ascending=False)["group"].iloc[0])
 
 
 def summarize_groups(table: pd.DataFrame, group: Tensor | np.ndarray) -> dict[str, float]:
@@ -274,9 +308,20 @@ def summarize_groups(table: pd.DataFrame, group: Tensor | np.ndarray) -> dict[st
     for none, as in `FeatureGroups.group`), and the means of `group_table`'s columns."""
     group = np.asarray(group)
     out = {"n_groups": float(len(table)), "grouped_share": float((group >= 0).mean()) if len(group) else math.nan}
-    cols = ["features_per_seed", "rank_seed", "rank_pooled", "overlap", "overlap_random", "overlap_covariance",
-            "mean_angle_deg", "mean_angle_random", "mean_angle_covariance", "max_cos", "cos_to_span",
-            "cos_to_span_covariance"]
+    cols = [
+        "features_per_seed",
+        "rank_seed",
+        "rank_pooled",
+        "overlap",
+        "overlap_random",
+        "overlap_covariance",
+        "mean_angle_deg",
+        "mean_angle_random",
+        "mean_angle_covariance",
+        "max_cos",
+        "cos_to_span",
+        "cos_to_span_covariance",
+    ]
     for c in cols:
-        out[f"group_{c}"] = float(table[c].mean()) if c in table and len(table) else math.nan
+        out[f"group_{c}"] = float(cast(float, table[c].mean())) if c in table and len(table) else math.nan
     return out

@@ -2,13 +2,14 @@
 per-latent activation statistics; explained variance and next-token loss with only some latents kept (masks).
 
 All functions take a stack of S SAEs and return values per seed. Language-model metrics with an SAE spliced into the
-model (CE loss, KL) live in `saelib.splice`; `masked_spliced_ce` runs them for many masks of latents at once, as
-`masked_explained_variance` does for reconstruction. Chapter 2's cuts, controls and ablations (`saelib.asymmetry`)
-build on them.
+model (CE loss, KL) live in `saelib.lm.splice`; `masked_spliced_ce` runs them for many masks of latents at once, as
+`masked_explained_variance` does for reconstruction. Chapter 2's cuts, controls and ablations
+(`saelib.chapters.asymmetry`) build on them. Every streamed metric reads its tokens through `stream_chunks`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -58,8 +59,64 @@ class SAEEval(NamedTuple):
     """Tokens evaluated."""
 
 
+def stream_chunks(
+    batches: Tensor | Iterable[Tensor], *, max_tokens: int | None = None, chunk: int = 2048
+) -> Iterator[Tensor]:
+    """The rows of `batches` in order, in chunks of at most `chunk` rows, the first `max_tokens` rows at most.
+
+    The one streaming loop of the metrics below (and of `saelib.lm.interp.top_activations`): memory stays
+    O(chunk) whatever the number of tokens, and an endless stream (`train.batch_stream`) stops at `max_tokens`.
+
+    Args:
+        batches: activations `(N, d_in)`, or an iterable of batches `(B, d_in)`.
+        max_tokens: stop after this many rows.
+        chunk: most rows per chunk.
+    """
+    if isinstance(batches, Tensor):
+        batches = [batches]
+    n = 0
+    for batch in batches:
+        for x in batch.split(chunk):
+            if max_tokens is not None:
+                x = x[: max_tokens - n]
+            if len(x):
+                yield x
+                n += len(x)
+            if max_tokens is not None and n >= max_tokens:
+                return  # before pulling another batch from the stream
+
+
+class _StreamSums:
+    """Float64 running sums over a stream of activations `x (B, d_in)` and, optionally, their latents
+    `z (S, B, d_sae)`: the token count, `sum x` and `sum ||x||^2` (the total variance about the mean), and per latent
+    the tokens it fires on and its summed activation (its mass)."""
+
+    def __init__(self, sae: SAE) -> None:
+        dev, S, F = sae.W_dec.device, sae.n_seeds, sae.cfg.d_sae
+        self.n = 0
+        self.sum_x = torch.zeros(sae.cfg.d_in, dtype=torch.float64, device=dev)
+        self.sum_sq = torch.zeros((), dtype=torch.float64, device=dev)
+        self.fires = torch.zeros(S, F, dtype=torch.float64, device=dev)
+        self.mass = torch.zeros(S, F, dtype=torch.float64, device=dev)
+
+    def add(self, x: Tensor, z: Tensor | None = None) -> None:
+        x64 = x.double()
+        self.sum_x += x64.sum(0)
+        self.sum_sq += x64.pow(2).sum()
+        self.n += len(x)
+        if z is not None:
+            self.fires += (z != 0).sum(1).double()
+            self.mass += z.sum(1).double()
+
+    def explained_variance(self, sse: Tensor) -> Tensor:
+        """`1 - sse / sum ||x - mean(x)||^2`, float32, for summed squared errors `sse` of any shape."""
+        if self.n == 0:
+            raise ValueError("batches hold no activations")
+        return (1 - sse / (self.sum_sq - self.sum_x.pow(2).sum() / self.n)).float()
+
+
 @torch.no_grad()
-def evaluate_sae(sae: SAE, batches, *, max_tokens: int | None = None) -> SAEEval:
+def evaluate_sae(sae: SAE, batches: Tensor | Iterable[Tensor], *, max_tokens: int | None = None) -> SAEEval:
     """Explained variance, L0, frequencies and dead fraction of every seed, streamed over `batches`.
 
     Args:
@@ -67,39 +124,21 @@ def evaluate_sae(sae: SAE, batches, *, max_tokens: int | None = None) -> SAEEval
         batches: an iterable of activation batches `(B, d_in)`, or one tensor `(N, d_in)`.
         max_tokens: stop after this many tokens.
     """
-    if isinstance(batches, Tensor):
-        batches = batches.split(4096)
     was_training = sae.training
     sae.eval()
     dev = sae.W_dec.device
-    S, F = sae.n_seeds, sae.cfg.d_sae
-    sse = torch.zeros(S, dtype=torch.float64, device=dev)
-    sum_x = torch.zeros(sae.cfg.d_in, dtype=torch.float64, device=dev)
-    sum_sq = torch.zeros((), dtype=torch.float64, device=dev)
-    fires = torch.zeros(S, F, dtype=torch.float64, device=dev)
-    mass = torch.zeros(S, F, dtype=torch.float64, device=dev)
-    n = 0
-    for x in batches:
-        if max_tokens is not None and n >= max_tokens:
-            break
-        if max_tokens is not None:
-            x = x[: max_tokens - n]
+    sums = _StreamSums(sae)
+    sse = torch.zeros(sae.n_seeds, dtype=torch.float64, device=dev)
+    for x in stream_chunks(batches, max_tokens=max_tokens, chunk=4096):
         x = x.to(dev, torch.float32)
         out = sae(x)
         sse += (out.x_hat - x).pow(2).sum(dim=(1, 2)).double()
-        x64 = x.double()
-        sum_x += x64.sum(0)
-        sum_sq += x64.pow(2).sum()
-        fires += (out.latents != 0).sum(1).double()
-        mass += out.latents.sum(1).double()
-        n += x.shape[0]
+        sums.add(x, out.latents)
     sae.train(was_training)
-    if n == 0:
-        raise ValueError("evaluate_sae got no activations")
-    total = sum_sq - sum_x.pow(2).sum() / n
-    ev = (1 - sse / total).float()
+    ev = sums.explained_variance(sse)
+    fires, n = sums.fires, sums.n
     freq = (fires / n).float()
-    mean_act = torch.where(fires > 0, mass / fires.clamp_min(1), torch.zeros_like(mass)).float()
+    mean_act = torch.where(fires > 0, sums.mass / fires.clamp_min(1), torch.zeros_like(fires)).float()
     return SAEEval(ev, 1 - ev, (fires.sum(-1) / n).float(), freq, mean_act, (fires == 0).float().mean(-1), n)
 
 
@@ -109,13 +148,6 @@ def sparse_latents(sae: SAE, x: Tensor) -> tuple[Tensor, Tensor]:
     z = sae.encode(x)  # (S, B, d_sae)
     k_max = max(int((z != 0).sum(-1).max()), 1)
     return z.topk(k_max, dim=-1, sorted=False)
-
-
-def _chunks(batches, chunk: int = 2048):
-    if isinstance(batches, Tensor):
-        batches = [batches]
-    for x in batches:
-        yield from x.split(chunk)
 
 
 class FeatureActivationStats(NamedTuple):
@@ -136,7 +168,9 @@ class FeatureActivationStats(NamedTuple):
 
 
 @torch.no_grad()
-def feature_activation_stats(sae: SAE, batches, *, max_tokens: int | None = None) -> FeatureActivationStats:
+def feature_activation_stats(
+    sae: SAE, batches: Tensor | Iterable[Tensor], *, max_tokens: int | None = None
+) -> FeatureActivationStats:
     """Firing frequency, mean and max activation and activation mass of every latent (claim 2's statistics).
 
     Args:
@@ -145,26 +179,19 @@ def feature_activation_stats(sae: SAE, batches, *, max_tokens: int | None = None
         max_tokens: stop after this many tokens.
     """
     dev = sae.W_dec.device
-    S, F = sae.n_seeds, sae.cfg.d_sae
-    fires = torch.zeros(S, F, dtype=torch.float64, device=dev)
-    mass = torch.zeros(S, F, dtype=torch.float64, device=dev)
-    peak = torch.zeros(S, F, device=dev)
-    n = 0
-    for x in _chunks(batches):
-        if max_tokens is not None:
-            x = x[: max_tokens - n]
-        if not len(x):
-            break
-        z = sae.encode(x.to(dev, torch.float32))  # (S, B, d_sae)
-        fires += (z != 0).sum(1).double()
-        mass += z.sum(1).double()
+    sums = _StreamSums(sae)
+    peak = torch.zeros(sae.n_seeds, sae.cfg.d_sae, device=dev)
+    for x in stream_chunks(batches, max_tokens=max_tokens):
+        x = x.to(dev, torch.float32)
+        z = sae.encode(x)  # (S, B, d_sae)
+        sums.add(x, z)
         peak = torch.maximum(peak, z.amax(1))
-        n += len(x)
-    if n == 0:
+    if sums.n == 0:
         raise ValueError("batches hold no activations")
+    fires, mass = sums.fires, sums.mass
     mean = torch.where(fires > 0, mass / fires.clamp_min(1), torch.full_like(mass, torch.nan)).float()
     share = mass / mass.sum(-1, keepdim=True).clamp_min(1e-30)
-    return FeatureActivationStats((fires / n).float(), mean, peak, mass, share.float(), n)
+    return FeatureActivationStats((fires / sums.n).float(), mean, peak, mass, share.float(), sums.n)
 
 
 class MaskedEV(NamedTuple):
@@ -179,6 +206,7 @@ class MaskedEV(NamedTuple):
 
 
 def check_masks(masks: Tensor, S: int, F: int) -> Tensor:
+    """`masks` as `(M, S, d_sae)` bool (one mask `(S, d_sae)` gains the leading axis); a one-line error otherwise."""
     if masks.ndim == 2:
         masks = masks[None]
     if masks.ndim != 3 or masks.shape[1:] != (S, F) or masks.dtype != torch.bool:
@@ -187,7 +215,9 @@ def check_masks(masks: Tensor, S: int, F: int) -> Tensor:
 
 
 @torch.no_grad()
-def masked_explained_variance(sae: SAE, batches, masks: Tensor, *, max_tokens: int | None = None) -> MaskedEV:
+def masked_explained_variance(
+    sae: SAE, batches: Tensor | Iterable[Tensor], masks: Tensor, *, max_tokens: int | None = None
+) -> MaskedEV:
     """Explained variance (about the mean) when only the latents in each mask are kept (claim 2, reconstruction).
 
     Keeping a set of latents means decoding `z * mask`: the dropped latents are set to zero after encoding, the
@@ -206,24 +236,14 @@ def masked_explained_variance(sae: SAE, batches, masks: Tensor, *, max_tokens: i
     flat = masks.reshape(len(masks), S * F).float()  # (M, S * d_sae)
     offsets = torch.arange(S, device=dev).view(S, 1, 1) * F
     sse = torch.zeros(len(masks) + 1, S, dtype=torch.float64, device=dev)
-    sum_x = torch.zeros(sae.cfg.d_in, dtype=torch.float64, device=dev)
-    sum_sq = torch.zeros((), dtype=torch.float64, device=dev)
-    n = 0
-    for x in _chunks(batches):
-        if max_tokens is not None:
-            x = x[: max_tokens - n]
-        if not len(x):
-            break
+    sums = _StreamSums(sae)
+    for x in stream_chunks(batches, max_tokens=max_tokens):
         x = x.to(dev, torch.float32)
         values, idx = sparse_latents(sae, x)  # (S, B, k)
         keep = flat[:, idx + offsets]  # (M, S, B, k): 1 where the active latent is kept
         sse[0] += (sae.decode_sparse(values, idx) - x).pow(2).sum(dim=(1, 2)).double()
         for m in range(len(masks)):
             sse[m + 1] += (sae.decode_sparse(values * keep[m], idx) - x).pow(2).sum(dim=(1, 2)).double()
-        sum_x += x.double().sum(0)
-        sum_sq += x.double().pow(2).sum()
-        n += len(x)
-    if n == 0:
-        raise ValueError("batches hold no activations")
-    ev = (1 - sse / (sum_sq - sum_x.pow(2).sum() / n)).float()
-    return MaskedEV(ev[0], ev[1:], n)
+        sums.add(x)
+    ev = sums.explained_variance(sse)
+    return MaskedEV(ev[0], ev[1:], sums.n)

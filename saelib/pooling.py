@@ -1,4 +1,4 @@
-"""Pooled SAEs: the unique features of several seeds, merged, selected and fine-tuned (PAPER.md, claim 5).
+"""Pooled SAEs: the unique features of several seeds, merged, selected and fine-tuned (chapter 5 of the book).
 
 The paper's abstract leaves the method open; ours (each choice a `PoolingConfig` field, see the methods page):
 `latent_mass` measures each latent's activation mass; `pool_features` pools a group's alive unit decoder rows, merges
@@ -7,7 +7,7 @@ cluster, and no two representatives pass the cosine threshold) and ranks the clu
 then by mass; `build_pooled_sae` copies the first `d_sae` representatives' latents whole into one SAE per group,
 stacked as the seeds of one `SAE`, so that two disjoint groups are compared by `stability.feature_stability` as two
 seeds are; `pooled_sae` fine-tunes that stack briefly (`train.train_saes(init=...)`, decoder frozen by default).
-Scoring the pooled SAEs against standard ones, and the chapter's numbers and verdicts, are `saelib.pooling_eval`.
+Scoring the pooled SAEs against standard ones, and the chapter's numbers and verdicts, are `saelib.chapters.pooling`.
 """
 
 from __future__ import annotations
@@ -180,8 +180,15 @@ def pool_features(
     c_mass = torch.zeros(n, dtype=torch.float64).index_add_(0, cluster, m) / len(group)
     keys = [np.arange(n), -c_mass.numpy()] + ([-n_seeds.numpy()] if rank_by == "seeds" else [])
     order = torch.from_numpy(np.lexsort(keys))  # last key is the primary one
-    return PooledFeatures(group, seed[reps][order], latent[reps][order], n_seeds[order], n_members[order],
-                          c_mass[order].float(), len(seed))
+    return PooledFeatures(
+        group,
+        seed[reps][order],
+        latent[reps][order],
+        n_seeds[order],
+        n_members[order],
+        c_mass[order].float(),
+        len(seed),
+    )
 
 
 @torch.no_grad()
@@ -257,8 +264,10 @@ def seed_digests(sae: SAE, seeds: list[int] | None = None) -> list[str]:
 
 
 def _pool_key(cfg: PoolingConfig) -> dict:
-    return {k: getattr(cfg, k) for k in ("threshold", "rank_by", "mass_tokens", "finetune_frac", "finetune_lr",
-                                         "train_decoder")}
+    return {
+        k: getattr(cfg, k)
+        for k in ("threshold", "rank_by", "mass_tokens", "finetune_frac", "finetune_lr", "train_decoder")
+    }
 
 
 def pool_groups(
@@ -266,8 +275,13 @@ def pool_groups(
 ) -> list[PooledFeatures]:
     """`pool_features` of each group, with the activation mass of every seed of `sae` measured on `data` once
     (cached, so that every grouping of the same stack reuses it)."""
-    key = {"source": seed_digests(sae), "data": data_key, "mass_tokens": cfg.mass_tokens, "data_seed": data_seed,
-           "version": POOLING_VERSION}
+    key = {
+        "source": seed_digests(sae),
+        "data": data_key,
+        "mass_tokens": cfg.mass_tokens,
+        "data_seed": data_seed,
+        "version": POOLING_VERSION,
+    }
 
     def build(work: Path) -> None:
         lm = latent_mass(sae, data, cfg.mass_tokens, data_seed=data_seed)
@@ -275,8 +289,9 @@ def pool_groups(
 
     folder = cached_artifact("pool-mass", f"{sae.cfg.variant}-{sae.cfg.d_sae}", key, build)
     saved = load_file(str(folder / "mass.safetensors"))
-    return [pool_features(sae, g, saved["mass"], cfg.threshold, alive=saved["alive"], rank_by=cfg.rank_by)
-            for g in groups]
+    return [
+        pool_features(sae, g, saved["mass"], cfg.threshold, alive=saved["alive"], rank_by=cfg.rank_by) for g in groups
+    ]
 
 
 def finetune_config(train: TrainConfig, cfg: PoolingConfig) -> TrainConfig:
@@ -314,8 +329,15 @@ def pooled_sae(
         data, data_key: the training activations and what identifies them (as for `train.train_cached`).
     """
     tune = finetune_config(train, cfg)
-    key = {"source": [seed_digests(sae, list(p.group)) for p in pools], "d_sae": d_sae, "pooling": _pool_key(cfg),
-           "train": train_key(tune), "data": data_key, "train_version": TRAIN_VERSION, "version": POOLING_VERSION}
+    key = {
+        "source": [seed_digests(sae, list(p.group)) for p in pools],
+        "d_sae": d_sae,
+        "pooling": _pool_key(cfg),
+        "train": train_key(tune),
+        "data": data_key,
+        "train_version": TRAIN_VERSION,
+        "version": POOLING_VERSION,
+    }
 
     def build(work: Path) -> None:
         initial = build_pooled_sae(sae, pools, d_sae)
@@ -327,5 +349,8 @@ def pooled_sae(
     name = f"{sae.cfg.variant}-{sae.cfg.d_sae}-{len(pools)}x{len(pools[0].group)}-{d_sae}"
     folder = cached_artifact("pooled", name, key, build)
     device = resolve_device(train.device)
-    return PooledSAE(load_sae(folder / "sae", device), load_sae(folder / "initial", device),
-                     json.loads((folder / "history.json").read_text()))
+    return PooledSAE(
+        load_sae(folder / "sae", device),
+        load_sae(folder / "initial", device),
+        json.loads((folder / "history.json").read_text()),
+    )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -51,38 +51,48 @@ def check_activations(x: Tensor, d_in: int, name: str = "activations") -> None:
         raise ValueError(f"{name} contain {bad} NaN or inf values")
 
 
-class _JumpReLU(torch.autograd.Function):
-    """`pre * 1[pre > theta]`, with a rectangle-kernel straight-through gradient for theta (Rajamanoharan et al.)."""
+class _Threshold(torch.autograd.Function):
+    """A function of `(pre, theta, bandwidth)` whose gradient for theta is straight-through: the step function's
+    derivative is estimated by the rectangle kernel `K = 1[|pre - theta| < eps / 2] / eps` (Rajamanoharan et al.
+    2024, arXiv 2407.14435)."""
 
     @staticmethod
-    def forward(ctx, pre: Tensor, theta: Tensor, bandwidth: float) -> Tensor:
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor, float], output: Tensor) -> None:
+        pre, theta, bandwidth = inputs
         ctx.save_for_backward(pre, theta)
         ctx.bandwidth = bandwidth
+
+    @staticmethod
+    def saved(ctx: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """`(pre, theta, K)`."""
+        pre, theta = ctx.saved_tensors
+        eps = ctx.bandwidth
+        return pre, theta, ((pre - theta).abs() < eps / 2).to(pre.dtype) / eps
+
+
+class _JumpReLU(_Threshold):
+    """`pre * 1[pre > theta]`, with the straight-through gradient for theta."""
+
+    @staticmethod
+    def forward(pre: Tensor, theta: Tensor, bandwidth: float) -> Tensor:
         return pre * (pre > theta)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        pre, theta = ctx.saved_tensors
-        eps = ctx.bandwidth
-        kernel = ((pre - theta).abs() < eps / 2).to(pre.dtype) / eps
-        d_theta = (-(theta * kernel) * grad).sum_to_size(theta.shape)
-        return grad * (pre > theta), d_theta, None
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        pre, theta, kernel = _Threshold.saved(ctx)
+        return grad * (pre > theta), (-(theta * kernel) * grad).sum_to_size(theta.shape), None
 
 
-class _Step(torch.autograd.Function):
+class _Step(_Threshold):
     """`1[pre > theta]` with the same straight-through gradient for theta (used by the L0 penalty)."""
 
     @staticmethod
-    def forward(ctx, pre: Tensor, theta: Tensor, bandwidth: float) -> Tensor:
-        ctx.save_for_backward(pre, theta)
-        ctx.bandwidth = bandwidth
+    def forward(pre: Tensor, theta: Tensor, bandwidth: float) -> Tensor:
         return (pre > theta).to(pre.dtype)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        pre, theta = ctx.saved_tensors
-        eps = ctx.bandwidth
-        kernel = ((pre - theta).abs() < eps / 2).to(pre.dtype) / eps
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor, None]:
+        _, theta, kernel = _Threshold.saved(ctx)
         return None, (-kernel * grad).sum_to_size(theta.shape), None
 
 
@@ -95,7 +105,9 @@ class _TopKEncoder(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, W_enc: Tensor, bias: Tensor, k: int, dead: Tensor | None, aux_k: int):
+    def forward(
+        ctx: Any, x: Tensor, W_enc: Tensor, bias: Tensor, k: int, dead: Tensor | None, aux_k: int
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         pre = torch.baddbmm(bias, x, W_enc)  # (S, B, d_sae)
         values, idx = pre.topk(k, dim=-1, sorted=False)  # (S, B, k)
         if dead is None:
@@ -110,7 +122,9 @@ class _TopKEncoder(torch.autograd.Function):
         return values, idx, aux_values, aux_idx
 
     @staticmethod
-    def backward(ctx, g_values: Tensor, _g_idx, g_aux: Tensor, _g_aux_idx):
+    def backward(
+        ctx: Any, g_values: Tensor, _g_idx: Tensor | None, g_aux: Tensor, _g_aux_idx: Tensor | None
+    ) -> tuple[None, Tensor, Tensor, None, None, None]:
         x, idx, aux_idx, aux_ok = ctx.saved_tensors
         if ctx.has_aux:
             g_values, idx = torch.cat([g_values, g_aux * aux_ok], -1), torch.cat([idx, aux_idx], -1)
@@ -123,8 +137,9 @@ class _TopKEncoder(torch.autograd.Function):
             X, cols = x[0], torch.arange(B, device=idx.device).repeat_interleave(K).repeat(S)
         else:
             X, cols = x.reshape(S * B, -1), torch.arange(S * B, device=idx.device).repeat_interleave(K)
-        G = torch.sparse_coo_tensor(torch.stack([rows, cols]), g.reshape(-1), (S * F, X.shape[0]),
-                                    check_invariants=False)
+        G = torch.sparse_coo_tensor(
+            torch.stack([rows, cols]), g.reshape(-1), (S * F, X.shape[0]), check_invariants=False
+        )
         grad_W = torch.sparse.mm(G, X).view(S, F, -1).transpose(1, 2)  # (S, d_in, d_sae)
         return None, grad_W, grad_bias.unsqueeze(1), None, None, None
 
@@ -145,6 +160,11 @@ class TopKStep(NamedTuple):
 
 class SAE(nn.Module):
     """`cfg.n_seeds` SAEs of one shape; every method works on all seeds at once."""
+
+    log_threshold: nn.Parameter
+    """JumpReLU only: log of each latent's threshold `(S, d_sae)`."""
+    threshold: Tensor
+    """BatchTopK only: the inference threshold of each SAE `(S,)` (a buffer; NaN before the first training batch)."""
 
     def __init__(self, cfg: SAEConfig, device: str | torch.device = "cpu"):
         super().__init__()
@@ -255,8 +275,10 @@ class SAE(nn.Module):
         S, B, k = idx.shape
         offsets = torch.arange(S, device=idx.device).mul_(self.cfg.d_sae).view(S, 1, 1)
         out = nn.functional.embedding_bag(
-            (idx + offsets).view(S * B, k), self.W_dec.reshape(S * self.cfg.d_sae, self.cfg.d_in),
-            per_sample_weights=values.reshape(S * B, k), mode="sum",
+            (idx + offsets).view(S * B, k),
+            self.W_dec.reshape(S * self.cfg.d_sae, self.cfg.d_in),
+            per_sample_weights=values.reshape(S * B, k),
+            mode="sum",
         )
         out = out.view(S, B, self.cfg.d_in)
         return out + self.b_dec.unsqueeze(1) if bias else out
@@ -290,7 +312,7 @@ class SAE(nn.Module):
         self.b_enc /= c
         self.b_dec /= c
         if self.cfg.variant == "jumprelu":
-            self.log_threshold -= torch.log(torch.tensor(c, dtype=self.log_threshold.dtype))
+            self.log_threshold.sub_(torch.log(torch.tensor(c, dtype=self.log_threshold.dtype)))
         if self.cfg.variant == "batchtopk":
             self.threshold /= c
 
@@ -348,8 +370,14 @@ def saelens_state(sae: SAE, s: int) -> tuple[dict, dict[str, Tensor]]:
     elif cfg.variant == "batchtopk":
         state["threshold"] = torch.full((cfg.d_sae,), float(sae.threshold[s].nan_to_num(0.0)))
     sl_cfg = {
-        "architecture": arch, "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": "float32", "device": "cpu",
-        "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
+        "architecture": arch,
+        "d_in": cfg.d_in,
+        "d_sae": cfg.d_sae,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
         "metadata": {"sae_lens_training_version": None, "saelib_variant": cfg.variant, "saelib_seed": cfg.seeds[s]},
     }
     if arch == "topk":

@@ -1,4 +1,4 @@
-"""Per-feature stability across seeds (PAPER.md, "Definitions") and whole-SAE consistency scores.
+"""Per-feature stability across seeds (book/intro.md, "Definitions used throughout") and whole-SAE consistency scores.
 
 - `cross_seed_max_cosine`: `m_i(s->t) = max_j cos(d_i^s, d_j^t)` for every ordered pair of seeds, computed block by
   block so that memory is O(chunk_size^2) whatever d_sae is, and each unordered pair's cosine blocks only once
@@ -27,7 +27,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 from torch import Tensor
 
-from saelib.config import StabilityConfig
+from saelib.config import SAEConfig, StabilityConfig
 from saelib.sae import SAE
 from saelib.subspace import unit_rows
 
@@ -115,6 +115,7 @@ def cross_seed_max_cosine(
                 sim = buf[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0)  # (ci, cj)
                 torch.mm(dirs[0][s, i0:i1], dirs[0][t, j0:j1].T, out=sim)
                 for d in dirs[1:]:
+                    assert other is not None  # allocated whenever there is a second direction set
                     o = other[: sim.numel()].view_as(sim)
                     torch.mm(d[s, i0:i1], d[t, j0:j1].T, out=o)
                     torch.minimum(sim, o, out=sim)
@@ -143,7 +144,7 @@ class FeatureStability(NamedTuple):
     mean_max_cos: Tensor
     """`(S, d_sae)`: the continuous variant, mean over other seeds of the max similarity (NaN if dead)."""
     max_cos: Tensor
-    """`(S, S, d_sae)`: `m_i(s->t)` (NaN on the diagonal)."""
+    """`(S, S, d_sae)`: `m_i(s->t)` (NaN on the diagonal, and in the rows `max_cos[s, :, i]` of dead latents)."""
     label: Tensor
     """`(S, d_sae)` int: `STABLE`, `INTERMEDIATE`, `UNSTABLE` or `DEAD`."""
     threshold: float
@@ -152,15 +153,19 @@ class FeatureStability(NamedTuple):
 
 def stability_from_max_cos(max_cos: Tensor, threshold: float, alive: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """`(stability, mean_max_cos)`, each `(S, F)`, from `max_cos (S, S, F)`; optionally over a subset of reference
-    seeds by passing `max_cos[:, refs]` (rows whose own seed is among the refs then average over the others)."""
+    seeds by passing `max_cos[:, refs]` (rows whose own seed is among the refs then average over the others).
+
+    NaN for the latents that `alive` marks dead and for those with no comparison at all (a `max_cos` row that is
+    NaN everywhere, as `feature_stability` leaves a dead latent's), so that a dead latent is NaN, never 0.
+    """
     valid = ~torch.isnan(max_cos)
-    n_ref = valid.sum(1).clamp_min(1)
+    n_ref = valid.sum(1)  # (S, F)
     hits = ((max_cos >= threshold) & valid).sum(1)
-    stab = hits.float() / n_ref
-    mean = torch.where(valid, max_cos, torch.zeros_like(max_cos)).sum(1) / n_ref
-    if alive is not None:
-        stab = stab.masked_fill(~alive, torch.nan)
-        mean = mean.masked_fill(~alive, torch.nan)
+    undefined = n_ref == 0 if alive is None else (n_ref == 0) | ~alive
+    stab = (hits.float() / n_ref.clamp_min(1)).masked_fill(undefined, torch.nan)
+    mean = (torch.where(valid, max_cos, torch.zeros_like(max_cos)).sum(1) / n_ref.clamp_min(1)).masked_fill(
+        undefined, torch.nan
+    )
     return stab, mean
 
 
@@ -179,7 +184,7 @@ def feature_stability(
     *,
     alive: Tensor | None = None,
 ) -> FeatureStability:
-    """Per-feature stability of every latent of every seed of `sae` (PAPER.md, "Per-feature stability").
+    """Per-feature stability of every latent of every seed of `sae` (book/intro.md, "Definitions used throughout").
 
     Args:
         sae: a stack of S >= 2 seeds.
@@ -189,6 +194,12 @@ def feature_stability(
     """
     cfg = cfg or StabilityConfig()
     max_cos, _ = cross_seed_max_cosine(feature_directions(sae, cfg.similarity), alive=alive, chunk_size=cfg.chunk_size)
+    if alive is not None:  # a dead latent's own row is computed, but it has no stability: NaN like its scores
+        max_cos = max_cos.masked_fill(~alive.to(max_cos.device).unsqueeze(1), torch.nan)
+    return _stability(max_cos, cfg, alive)
+
+
+def _stability(max_cos: Tensor, cfg: StabilityConfig, alive: Tensor | None = None) -> FeatureStability:
     stab, mean = stability_from_max_cos(max_cos, cfg.threshold, alive)
     return FeatureStability(stab, mean, max_cos, stability_labels(stab, cfg), cfg.threshold)
 
@@ -270,20 +281,48 @@ def sparse_hungarian_match(a: Tensor, b: Tensor, k: int = 16) -> tuple[np.ndarra
     try:
         rows, cols = min_weight_full_bipartite_matching(cost)
     except ValueError:
-        log.warning("the %d-nearest-neighbour graph of %d x %d latents has no full matching; matching densely",
-                    k, *graph.shape)
+        log.warning(
+            "the %d-nearest-neighbour graph of %d x %d latents has no full matching; matching densely",
+            k,
+            len(a),
+            len(b),
+        )
         return hungarian_match(a, b, method="dense")
     return rows, cols, np.asarray(graph[rows, cols]).ravel()
 
 
+class MatchedPair(NamedTuple):
+    """Two seeds' latents matched one to one by decoder cosine (Hungarian), with both cosines of every match."""
+
+    decoder_cos: np.ndarray
+    """`(d_sae,)` decoder cosine of each matched pair."""
+    encoder_cos: np.ndarray
+    """`(d_sae,)` encoder cosine of the same pairs."""
+
+    def shared(self, threshold: float) -> np.ndarray:
+        """`(d_sae,)` bool: the shared-feature rule of Paulo & Belrose 2025 (arXiv 2501.16615), a matched pair is
+        shared when its decoder and its encoder cosines both exceed `threshold`."""
+        return (self.decoder_cos > threshold) & (self.encoder_cos > threshold)
+
+
+def match_seed_pair(decoder: Tensor, encoder: Tensor, s: int, t: int, method: str = "auto") -> MatchedPair:
+    """Hungarian matching of seed s's latents to seed t's by decoder cosine, with the matched encoder cosines.
+
+    Args:
+        decoder, encoder: unit directions `(S, d_sae, d_in)` (`SAE.decoder_directions()`, `encoder_directions()`),
+            computed once by the caller for all its pairs.
+        method: as in `hungarian_match` (`auto`: dense up to `SPARSE_MATCH_ABOVE` latents).
+    """
+    rows, cols, dec_cos = hungarian_match(decoder[s], decoder[t], method)
+    enc_cos = (encoder[s][rows] * encoder[t][cols]).sum(-1).cpu().numpy()
+    return MatchedPair(np.asarray(dec_cos), enc_cos)
+
+
 def shared_fraction(sae: SAE, s: int, t: int, threshold: float = 0.7, method: str = "auto") -> float:
-    """Share of seed s's latents shared with seed t (Paulo & Belrose 2025): match by decoder cosine with the
-    Hungarian algorithm; a matched pair is shared when its decoder and its encoder cosines both exceed `threshold`.
-    `method` as in `hungarian_match` (`auto`: dense up to `SPARSE_MATCH_ABOVE` latents)."""
-    dec, enc = sae.decoder_directions(), sae.encoder_directions()
-    rows, cols, dec_cos = hungarian_match(dec[s], dec[t], method)
-    enc_cos = (enc[s][rows] * enc[t][cols]).sum(-1).cpu().numpy()
-    return float(((dec_cos > threshold) & (enc_cos > threshold)).sum() / dec.shape[1])
+    """Share of seed s's latents shared with seed t (Paulo & Belrose 2025): `MatchedPair.shared` over the
+    `match_seed_pair` matching. `method` as in `hungarian_match`."""
+    pair = match_seed_pair(sae.decoder_directions(), sae.encoder_directions(), s, t, method)
+    return float(pair.shared(threshold).sum() / sae.cfg.d_sae)
 
 
 def pairwise_shared_fraction(sae: SAE, threshold: float = 0.7, method: str = "auto") -> np.ndarray:
@@ -309,7 +348,7 @@ NULL_SEED_OFFSET = 1_000_003
 """Seed offset of `null_sae`, far from any seed a trained stack uses."""
 
 
-def null_sae(sae_or_cfg, device: str | torch.device | None = None) -> SAE:
+def null_sae(sae_or_cfg: SAE | SAEConfig, device: str | torch.device | None = None) -> SAE:
     """Independently initialised, untrained SAEs of the same shape and number of seeds: the null baseline."""
     cfg = sae_or_cfg.cfg if isinstance(sae_or_cfg, SAE) else sae_or_cfg
     if device is None:
@@ -330,12 +369,17 @@ def seed_pair_scores(sae: SAE, threshold: float = 0.7, method: str = "auto") -> 
     dec, enc = sae.decoder_directions(), sae.encoder_directions()
     rows_out = []
     for s, t in itertools.combinations(range(sae.n_seeds), 2):
-        rows, cols, dec_cos = hungarian_match(dec[s], dec[t], method)
-        enc_cos = (enc[s][rows] * enc[t][cols]).sum(-1).cpu().numpy()
-        shared = float(((dec_cos > threshold) & (enc_cos > threshold)).sum() / dec.shape[1])
-        rows_out.append({"s": s, "t": t, "shared_fraction": shared, "matched_cosine": float(dec_cos.mean()),
-                         "decoder_shared": float((dec_cos > threshold).mean()),
-                         "encoder_shared": float((enc_cos > threshold).mean())})
+        pair = match_seed_pair(dec, enc, s, t, method)
+        rows_out.append(
+            {
+                "s": s,
+                "t": t,
+                "shared_fraction": float(pair.shared(threshold).sum() / sae.cfg.d_sae),
+                "matched_cosine": float(pair.decoder_cos.mean()),
+                "decoder_shared": float((pair.decoder_cos > threshold).mean()),
+                "encoder_shared": float((pair.encoder_cos > threshold).mean()),
+            }
+        )
     if not rows_out:
         raise ValueError("seed_pair_scores needs at least 2 seeds")
     return pd.DataFrame(rows_out)
@@ -345,5 +389,4 @@ def direction_stability(directions: Tensor, cfg: StabilityConfig | None = None) 
     """`feature_stability` of bare direction sets `(S, F, d)` (e.g. random draws: the null baselines)."""
     cfg = cfg or StabilityConfig()
     max_cos, _ = cross_seed_max_cosine([directions], chunk_size=cfg.chunk_size)
-    stab, mean = stability_from_max_cos(max_cos, cfg.threshold)
-    return FeatureStability(stab, mean, max_cos, stability_labels(stab, cfg), cfg.threshold)
+    return _stability(max_cos, cfg)

@@ -1,4 +1,4 @@
-"""Subspaces spanned by groups of feature directions, and how two of them compare (PAPER.md, "Geometry").
+"""Subspaces spanned by groups of feature directions, and how two of them compare (book/methods.md, "Subspaces").
 
 A group's subspace is the span of its unit directions truncated to the rank that holds `energy` (default 90%) of
 their squared singular values. Two subspaces are compared by their principal angles and by the overlap
@@ -16,20 +16,23 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import NamedTuple, ParamSpec, TypeVar
 
 import torch
 from torch import Tensor
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-def single_threaded(fn: Callable) -> Callable:
+
+def single_threaded(fn: Callable[P, R]) -> Callable[P, R]:
     """Run `fn` with one torch CPU thread, restoring the count after (GPU work is unaffected). Dense linear algebra at
     these sizes (d ~ 10^3) gains little from threads, and on a shared CPU, LAPACK on two contended threads ran
     10-150x slower than on one (a 640 x 640 float64 `eigh`: 9.5 s against 0.06 s). Every decomposition in this
-    module, `saelib.geometry` and `saelib.groups` runs under it."""
+    module, `saelib.groups` and `saelib.chapters.geometry` runs under it."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         n = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -177,7 +180,8 @@ def stream_covariance(batches: Iterable[Tensor], max_tokens: int | None = None) 
     """
     if max_tokens is not None and max_tokens < 2:
         raise ValueError(f"max_tokens={max_tokens} must be >= 2")
-    shift = s1 = s2 = None
+    shift: Tensor | None = None
+    s1 = s2 = torch.zeros(0, dtype=torch.float64)  # sized by the first batch
     n = 0
     for x in batches:
         x = x[: max_tokens - n] if max_tokens is not None else x
@@ -191,7 +195,7 @@ def stream_covariance(batches: Iterable[Tensor], max_tokens: int | None = None) 
         s1 += c.sum(0).double()
         s2 += (c.T @ c).double()
         n += len(x)
-    if n < 2:
+    if shift is None or n < 2:
         raise ValueError("batches must hold at least 2 rows")
     m = s1 / n
     return Covariance(shift.double() + m, (s2 - n * torch.outer(m, m)) / (n - 1), n)
@@ -222,7 +226,8 @@ def rank_stats(vectors: Tensor, energy: float = 0.9) -> RankStats:
     """`RankStats` of the unit rows of `vectors (n, d)` (one SVD); `(0, nan, 0)` for an empty set."""
     if len(vectors) == 0:
         return RankStats(0, math.nan, 0)
-    return spectrum_rank_stats(torch.linalg.svdvals(unit_rows(vectors.double())).pow(2), energy)._replace(n=len(vectors))
+    s2 = torch.linalg.svdvals(unit_rows(vectors.double())).pow(2)
+    return spectrum_rank_stats(s2, energy)._replace(n=len(vectors))
 
 
 @single_threaded

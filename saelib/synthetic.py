@@ -1,10 +1,10 @@
-"""A synthetic activation model with isolated features and low-rank feature groups (PAPER.md, claim 4).
+"""A synthetic activation model with isolated features and low-rank feature groups (book/methods.md, "The synthetic
+model").
 
 `generate` draws activations whose ground truth is known: isolated features (single directions, positive sparse
-magnitudes) and groups whose code fills a low-rank subspace. `analyze` scores a trained stack of SAEs against that
-truth twice: per latent (is each true isolated feature matched by a latent in every seed? are the latents inside a
-group the same across seeds?) and per subspace (does the span of the latents assigned to a group match the group's
-subspace, in every seed?). `identifiability_sweep` repeats the experiment over one knob of the generator.
+magnitudes) and groups whose code fills a low-rank subspace. `isolated_recovery` and `latent_assignment` relate a
+trained stack's decoder rows to that truth; chapter 4 (`saelib.chapters.synthetic`) scores the stack against it per
+latent and per subspace, and sweeps the generator's knobs.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every seed's loss is computed with batched matmuls and summed; since Adam is elementwise and the gradient clip is
 applied per seed, the seeds never interact: a stack of S seeds trains exactly as S single-seed runs would
-(`tests/test_train.py` checks this). Checkpoints make an interrupted run resume where it stopped.
+(`tests/core/test_train.py` checks this). Checkpoints make an interrupted run resume where it stopped.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -86,7 +86,7 @@ class TrainResult(NamedTuple):
 
     sae: SAE
     """The trained stack, in inference mode."""
-    history: dict[str, list]
+    history: dict[str, Any]
     """Training curves: `step`, `tokens`, `lr`, and per-seed lists `fvu`, `l0`, `dead_fraction`, `aux_loss`; plus
     `input_scale`, the constant the inputs were multiplied by while training (1.0 unless `normalize_activations`)."""
 
@@ -120,10 +120,10 @@ def activation_scale(data: Any, batch_size: int, data_seed: int, n_batches: int 
     return math.sqrt(d_in * n / total) if total > 0 else 1.0
 
 
-def _clip_per_seed_(params: list[Tensor], max_norm: float) -> None:
+def _clip_per_seed_(params: Sequence[Tensor], max_norm: float) -> None:
     """Scale each seed's gradient so that its norm over all parameters is at most `max_norm`."""
     grads = [p.grad for p in params if p.grad is not None]
-    sq = sum(torch.linalg.vector_norm(g.flatten(1), dim=1).pow(2) for g in grads)  # (S,), no temporaries
+    sq = cast(Tensor, sum(torch.linalg.vector_norm(g.flatten(1), dim=1).pow(2) for g in grads))  # (S,)
     scale = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
     if bool((scale < 1).any()):  # most steps clip nothing: skip the passes over the weights
         for g in grads:
@@ -171,11 +171,9 @@ def train_saes(
     params = [p for p in sae.parameters() if p.requires_grad]
     # fused: one kernel over all parameters, about 8x faster than the default per-tensor loop on CPU
     opt = torch.optim.Adam(params, lr=learning_rate(cfg, train), betas=(0.9, 0.999), fused=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, n_steps, train.warmup_frac, train.decay_frac)
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, n_steps, train.warmup_frac, train.decay_frac))
     since_fired = torch.zeros(cfg.n_seeds, cfg.d_sae, dtype=torch.long, device=device)
-    history: dict[str, list] = {k: [] for k in ("step", "tokens", "lr", "fvu", "l0", "dead_fraction", "aux_loss")}
+    history: dict[str, Any] = {k: [] for k in ("step", "tokens", "lr", "fvu", "l0", "dead_fraction", "aux_loss")}
     step, resumed = 0, False
     ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
     if ckpt is not None and ckpt.is_file():
@@ -192,11 +190,19 @@ def train_saes(
     def checkpoint() -> None:
         if ckpt is not None:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-            _save_checkpoint(ckpt, {
-                "cfg": dataclasses.asdict(cfg), "train": train_key(train), "sae": sae.state_dict(),
-                "opt": opt.state_dict(), "sched": sched.state_dict(), "since_fired": since_fired,
-                "history": history, "step": step,
-            })
+            _save_checkpoint(
+                ckpt,
+                {
+                    "cfg": dataclasses.asdict(cfg),
+                    "train": train_key(train),
+                    "sae": sae.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "since_fired": since_fired,
+                    "history": history,
+                    "step": step,
+                },
+            )
 
     scale = activation_scale(data, train.batch_size, train.data_seed) if train.normalize_activations else 1.0
     if init is not None and not resumed and scale != 1.0:
@@ -217,28 +223,32 @@ def train_saes(
                         sae.b_dec.copy_(x.mean(0).expand_as(sae.b_dec))
             dead = since_fired >= train.dead_after_tokens
             use_aux = cfg.variant in ("topk", "batchtopk") and train.aux_coefficient > 0 and bool(dead.any())
+            var = (x - x.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+            penalty = None  # the sparsity penalty of the ReLU and JumpReLU variants (TopK variants need none)
             if cfg.variant == "topk":  # sparse forward and backward
-                out = sae.topk_step(x, dead if use_aux else None, train.aux_k)
-                aux_hat = out.aux_hat
+                step_out = sae.topk_step(x, dead if use_aux else None, train.aux_k)
+                x_hat, aux_hat = step_out.x_hat, step_out.aux_hat  # aux_hat: None unless use_aux
                 with torch.no_grad():
-                    active = out.values > 0  # (S, B, k)
-                    fired = torch.zeros_like(dead).scatter_(1, out.idx.flatten(1), active.flatten(1))
+                    active = step_out.values > 0  # (S, B, k)
+                    fired = torch.zeros_like(dead).scatter_(1, step_out.idx.flatten(1), active.flatten(1))
             else:
                 out = sae(x)
+                x_hat = out.x_hat
                 aux_hat = _dense_aux_hat(sae, out.pre, dead, train.aux_k) if use_aux else None
                 active = out.latents > 0  # (S, B, d_sae)
                 fired = active.any(1)
-            var = (x - x.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
-            fvu = (out.x_hat - x).pow(2).sum(-1).mean(-1) / var  # (S,)
+                if cfg.variant == "relu":
+                    penalty = cfg.l1_coefficient * out.latents.sum(-1).mean(-1) / var.sqrt()
+                elif cfg.variant == "jumprelu":
+                    penalty = cfg.l0_coefficient * sae.l0_penalty_terms(out.pre)
+            fvu = (x_hat - x).pow(2).sum(-1).mean(-1) / var  # (S,)
             loss = fvu
             aux = torch.zeros_like(fvu)
-            if use_aux:
-                aux = _residual_loss(aux_hat, (x - out.x_hat).detach(), dead)
+            if aux_hat is not None:
+                aux = _residual_loss(aux_hat, (x - x_hat).detach(), dead)
                 loss = loss + train.aux_coefficient * aux
-            elif cfg.variant == "relu":
-                loss = loss + cfg.l1_coefficient * out.latents.sum(-1).mean(-1) / var.sqrt()
-            elif cfg.variant == "jumprelu":
-                loss = loss + cfg.l0_coefficient * sae.l0_penalty_terms(out.pre)
+            elif penalty is not None:
+                loss = loss + penalty
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             sae.remove_parallel_grads_()

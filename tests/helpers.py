@@ -17,8 +17,9 @@ def make_tiny_model(folder, arch="gpt2", n_layers=3, d=32):
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<bos>", "<unk>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<pad>", "<bos>", "<unk>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator([corpus.fixture_path().read_text()], trainer)
     hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", pad_token="<pad>", unk_token="<unk>")
     vocab = len(hf_tok)
@@ -26,12 +27,27 @@ def make_tiny_model(folder, arch="gpt2", n_layers=3, d=32):
     if arch == "gpt2":
         cfg = GPT2Config(vocab_size=vocab, n_positions=256, n_embd=d, n_layer=n_layers, n_head=2, **ids)
     elif arch == "gpt_neox":
-        cfg = GPTNeoXConfig(vocab_size=vocab, hidden_size=d, num_hidden_layers=n_layers, num_attention_heads=2,
-                            intermediate_size=2 * d, max_position_embeddings=256, **ids)
+        cfg = GPTNeoXConfig(
+            vocab_size=vocab,
+            hidden_size=d,
+            num_hidden_layers=n_layers,
+            num_attention_heads=2,
+            intermediate_size=2 * d,
+            max_position_embeddings=256,
+            **ids,
+        )
     else:
-        cfg = Gemma2Config(vocab_size=vocab, hidden_size=d, num_hidden_layers=n_layers, num_attention_heads=2,
-                           num_key_value_heads=1, head_dim=16, intermediate_size=2 * d, max_position_embeddings=256,
-                           **ids)
+        cfg = Gemma2Config(
+            vocab_size=vocab,
+            hidden_size=d,
+            num_hidden_layers=n_layers,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+            intermediate_size=2 * d,
+            max_position_embeddings=256,
+            **ids,
+        )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(cfg).save_pretrained(folder)
     hf_tok.save_pretrained(folder)
@@ -52,6 +68,20 @@ def perturbed_sae(cfg):
         if cfg.variant == "batchtopk":
             sae.threshold.copy_(torch.linspace(0.1, 0.3, cfg.n_seeds))
     return sae.eval()
+
+
+def assert_saelens_agrees(sae, folder, x):
+    """Every seed of `sae`, saved under `folder` (`save_sae`), loads in SAELens with our latents and reconstructions
+    on `x (B, d_in)`: the independent reference for the SAELens layout."""
+    from sae_lens import SAE as SaeLensSAE
+
+    ours = sae(x)
+    for s, seed in enumerate(sae.cfg.seeds):
+        theirs = SaeLensSAE.load_from_disk(folder / f"seed_{seed}")
+        with torch.no_grad():
+            z = theirs.encode(x)
+            torch.testing.assert_close(z, ours.latents[s], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(theirs.decode(z), ours.x_hat[s], atol=1e-5, rtol=1e-5)
 
 
 def sparse_data(n=4096, d=16, f=24, seed=0):

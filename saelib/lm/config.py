@@ -56,8 +56,13 @@ class ActivationConfig:
             raise ValueError("ActivationConfig.corpus is empty; use e.g. 'austen+wordnet' or 'text:/path'")
         if self.context_len < 2:
             raise ValueError(f"ActivationConfig.context_len={self.context_len} must be >= 2")
-        check_positive("ActivationConfig", n_train_tokens=self.n_train_tokens, n_eval_contexts=self.n_eval_contexts,
-                  contexts_per_shard=self.contexts_per_shard, batch_contexts=self.batch_contexts)
+        check_positive(
+            "ActivationConfig",
+            n_train_tokens=self.n_train_tokens,
+            n_eval_contexts=self.n_eval_contexts,
+            contexts_per_shard=self.contexts_per_shard,
+            batch_contexts=self.batch_contexts,
+        )
         if self.dtype not in ("float16", "float32"):
             raise ValueError(f"ActivationConfig.dtype={self.dtype!r} must be 'float16' or 'float32'")
         if self.seed < 0:
@@ -66,16 +71,29 @@ class ActivationConfig:
 
 ACTIVATION_SCALES: dict[str, ActivationConfig] = {
     # Seconds: the committed fixture text, a few thousand tokens from the packaged model.
-    "smoke": ActivationConfig(corpus="fixture", n_train_tokens=4_096, n_eval_contexts=8, contexts_per_shard=16,
-                              batch_contexts=8),
+    "smoke": ActivationConfig(
+        corpus="fixture", n_train_tokens=4_096, n_eval_contexts=8, contexts_per_shard=16, batch_contexts=8
+    ),
     # 2-core CPU, offline: ~1M tokens of Austen + WordNet from Gemma 3 270M's block 6 (about 10 minutes).
     "default": ActivationConfig(),
     # Hub models on a GPU: Pythia-160M at block 6, the setting of Paulo & Belrose's 41.6% shared-latents number.
-    "gpu": ActivationConfig(model="EleutherAI/pythia-160m", layer=6, n_train_tokens=2_500_000, n_eval_contexts=256,
-                            contexts_per_shard=512, batch_contexts=64),
-    "paper": ActivationConfig(model="EleutherAI/pythia-160m", layer=6, hook="mlp_out", n_train_tokens=2_500_000,
-                              n_eval_contexts=256, contexts_per_shard=512, batch_contexts=64, dtype="float32"),
+    "gpu": ActivationConfig(
+        model="EleutherAI/pythia-160m",
+        layer=6,
+        n_train_tokens=2_500_000,
+        n_eval_contexts=256,
+        contexts_per_shard=512,
+        batch_contexts=64,
+    ),
+    "paper": ActivationConfig(
+        model="EleutherAI/pythia-160m",
+        layer=6,
+        hook="mlp_out",
+        n_train_tokens=2_500_000,
+        n_eval_contexts=256,
+        contexts_per_shard=512,
+        batch_contexts=64,
+        dtype="float32",
+    ),
 }
 """`ActivationConfig` per named scale (`smoke`, `default`, `gpu`, `paper`)."""
-
-

@@ -197,9 +197,7 @@ def bos_pad_ids(tokenizer) -> tuple[int, int]:
     return int(bos), int(pad)
 
 
-def tokenize_contexts(
-    docs: Sequence[Document], tokenizer, context_len: int = 128, min_tail: int = 32
-) -> np.ndarray:
+def tokenize_contexts(docs: Sequence[Document], tokenizer, context_len: int = 128, min_tail: int = 32) -> np.ndarray:
     """Cut documents into contexts of `context_len` tokens, BOS first, duplicates dropped.
 
     Args:

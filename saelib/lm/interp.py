@@ -1,5 +1,5 @@
 """What latents respond to: top-activating contexts, how concentrated their triggers are on one token string, and
-automatic explanations scored by detection (PAPER.md, claim 2: unstable latents are dominated by surface-form
+automatic explanations scored by detection (chapter 2 of the book: unstable latents are dominated by surface-form
 triggers).
 
 - `top_activations`: the `n_top` largest activations of every latent over a store split, with their rows (the
@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from saelib.metrics import stream_chunks
 from saelib.sae import SAE
 
 log = logging.getLogger(__name__)
@@ -61,24 +62,17 @@ class TopActivations(NamedTuple):
 
 def _row_chunks(source, max_rows: int | None, chunk: int = 2048):
     """Rows of a store (its shards in order, which is the order of `metadata()`) or of a tensor, in chunks."""
-    if isinstance(source, Tensor):
-        parts = [source]
-    else:
-        parts = (source.shard(i) for i in range(source.n_shards))
+    parts = source if isinstance(source, Tensor) else (source.shard(i) for i in range(source.n_shards))
     n = 0
-    for part in parts:
-        for x in part.split(chunk):
-            if max_rows is not None:
-                x = x[: max_rows - n]
-            if not len(x):
-                return
-            yield n, x
-            n += len(x)
+    for x in stream_chunks(parts, max_tokens=max_rows, chunk=chunk):
+        yield n, x
+        n += len(x)
 
 
 @torch.no_grad()
-def top_activations(sae: SAE, source, *, n_top: int = 20, max_rows: int | None = None, n_random: int = 500,
-                    seed: int = 0) -> TopActivations:
+def top_activations(
+    sae: SAE, source, *, n_top: int = 20, max_rows: int | None = None, n_random: int = 500, seed: int = 0
+) -> TopActivations:
     """The `n_top` largest activations of every latent of every seed, streamed over a store split.
 
     Args:
@@ -128,8 +122,9 @@ def token_strings(tokenizer, token_ids, normalize: bool = True) -> dict[int, str
     return out
 
 
-def trigger_stats(top: TopActivations, token_id: np.ndarray, tokenizer=None, *, normalize: bool = True,
-                  min_count: int | None = None) -> pd.DataFrame:
+def trigger_stats(
+    top: TopActivations, token_id: np.ndarray, tokenizer=None, *, normalize: bool = True, min_count: int | None = None
+) -> pd.DataFrame:
     """How concentrated each latent's triggers are: one row per (seed, latent).
 
     Over the latent's top activations, the trigger is the token at the activating position. Reported: `n_top`
@@ -162,17 +157,35 @@ def trigger_stats(top: TopActivations, token_id: np.ndarray, tokenizer=None, *, 
                 continue
             vals, counts = np.unique(c, return_counts=True)
             p = counts / counts.sum()
-            records.append((s, f, len(c), names[vals[counts.argmax()]], float(p.max()),
-                            float(-(p * np.log2(p)).sum()) + 0.0, len(vals)))
-    return pd.DataFrame(records, columns=["seed", "latent", "n_top", "top_token", "top_share", "entropy_bits",
-                                          "n_distinct"])
+            records.append(
+                (
+                    s,
+                    f,
+                    len(c),
+                    names[vals[counts.argmax()]],
+                    float(p.max()),
+                    float(-(p * np.log2(p)).sum()) + 0.0,
+                    len(vals),
+                )
+            )
+    return pd.DataFrame(
+        records, columns=["seed", "latent", "n_top", "top_token", "top_share", "entropy_bits", "n_distinct"]
+    )
 
 
 # --- Readable contexts --------------------------------------------------------------------------------------------
 
 
-def context_window(contexts: np.ndarray, context: int, position: int, *, left: int = 12, right: int = 4,
-                   pad_id: int | None = None, bos_id: int | None = None) -> tuple[list[int], int, list[int]]:
+def context_window(
+    contexts: np.ndarray,
+    context: int,
+    position: int,
+    *,
+    left: int = 12,
+    right: int = 4,
+    pad_id: int | None = None,
+    bos_id: int | None = None,
+) -> tuple[list[int], int, list[int]]:
     """Token ids `(before, trigger, after)` around `contexts[context, position]`, without BOS and padding."""
     row = np.asarray(contexts)[context]
     skip = {pad_id, bos_id} - {None}
@@ -215,9 +228,21 @@ def render_context(tokenizer, before: list[int], trigger: int, after: list[int],
     raise ValueError(f"style={style!r} must be html, markdown, plain or none")
 
 
-def top_contexts_table(top: TopActivations, meta, contexts: np.ndarray, tokenizer, seed: int, features,
-                       *, n: int = 5, left: int = 12, right: int = 4, pad_id=None, bos_id=None,
-                       style: str = "html") -> pd.DataFrame:
+def top_contexts_table(
+    top: TopActivations,
+    meta,
+    contexts: np.ndarray,
+    tokenizer,
+    seed: int,
+    features,
+    *,
+    n: int = 5,
+    left: int = 12,
+    right: int = 4,
+    pad_id=None,
+    bos_id=None,
+    style: str = "html",
+) -> pd.DataFrame:
     """The `n` top contexts of each of `features` (seed position `seed`), trigger highlighted (`render_context`).
 
     Args:
@@ -232,10 +257,23 @@ def top_contexts_table(top: TopActivations, meta, contexts: np.ndarray, tokenize
             row = int(top.rows[seed, r, f])
             if row < 0:
                 break
-            b, t, a = context_window(contexts, int(meta.context[row]), int(meta.position[row]), left=left,
-                                     right=right, pad_id=pad_id, bos_id=bos_id)
-            records.append({"latent": int(f), "rank": r + 1, "activation": float(top.values[seed, r, f]),
-                            "context": render_context(tokenizer, b, t, a, style)})
+            b, t, a = context_window(
+                contexts,
+                int(meta.context[row]),
+                int(meta.position[row]),
+                left=left,
+                right=right,
+                pad_id=pad_id,
+                bos_id=bos_id,
+            )
+            records.append(
+                {
+                    "latent": int(f),
+                    "rank": r + 1,
+                    "activation": float(top.values[seed, r, f]),
+                    "context": render_context(tokenizer, b, t, a, style),
+                }
+            )
     return pd.DataFrame(records, columns=["latent", "rank", "activation", "context"])
 
 
@@ -301,13 +339,15 @@ class ExplainerError(RuntimeError):
 
 def chat_completion(cfg: ExplainerConfig, messages: list[dict]) -> str:
     """POST `{base_url}/chat/completions` and return the first choice's message content."""
-    body = json.dumps({"model": cfg.model, "messages": messages, "temperature": cfg.temperature,
-                       "max_tokens": cfg.max_tokens}).encode()
+    body = json.dumps(
+        {"model": cfg.model, "messages": messages, "temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
+    ).encode()
     headers = {"Content-Type": "application/json"}
     if cfg.api_key:
         headers["Authorization"] = f"Bearer {cfg.api_key}"
-    req = urllib.request.Request(f"{cfg.base_url.rstrip('/')}/chat/completions", data=body, headers=headers,
-                                 method="POST")
+    req = urllib.request.Request(
+        f"{cfg.base_url.rstrip('/')}/chat/completions", data=body, headers=headers, method="POST"
+    )
     try:
         with urllib.request.urlopen(req, timeout=cfg.timeout_s) as resp:
             reply = json.loads(resp.read().decode())
@@ -385,8 +425,9 @@ class DetectionScore(NamedTuple):
     """Non-activating contexts scored."""
 
 
-def detection_score(cfg: ExplainerConfig, explanation: str, positives: list[str], negatives: list[str], *,
-                    seed: int = 0) -> DetectionScore:
+def detection_score(
+    cfg: ExplainerConfig, explanation: str, positives: list[str], negatives: list[str], *, seed: int = 0
+) -> DetectionScore:
     """Detection scoring (delphi, SAEBench): the model labels a shuffled mix of held-out activating contexts and
     random non-activating ones, each ending at the token in question, given only the explanation."""
     items = [(t, 1) for t in positives] + [(t, 0) for t in negatives]
@@ -405,8 +446,19 @@ def detection_score(cfg: ExplainerConfig, explanation: str, positives: list[str]
     return DetectionScore((recall + spec) / 2, recall, spec, len(positives), len(negatives))
 
 
-def explain_and_score(cfg: ExplainerConfig, top: TopActivations, meta, contexts: np.ndarray, tokenizer,
-                      seed: int, features, *, pad_id=None, bos_id=None, rng_seed: int = 0) -> pd.DataFrame:
+def explain_and_score(
+    cfg: ExplainerConfig,
+    top: TopActivations,
+    meta,
+    contexts: np.ndarray,
+    tokenizer,
+    seed: int,
+    features,
+    *,
+    pad_id=None,
+    bos_id=None,
+    rng_seed: int = 0,
+) -> pd.DataFrame:
     """Explain each of `features` (seed position `seed`) from its even-ranked top contexts and score the explanation
     on its odd-ranked ones against random rows where it does not fire. One row per latent: `latent`,
     `explanation`, `surface_form` (the explainer's tag) and the `DetectionScore` fields."""
@@ -418,20 +470,43 @@ def explain_and_score(cfg: ExplainerConfig, top: TopActivations, meta, contexts:
         shown, held = rows[0::2][: cfg.n_explain], rows[1::2][: cfg.n_score]
         silent = top.random_rows[~top.random_active[seed, :, f]].numpy()
         if not shown or not held or not len(silent):
-            records.append({"latent": int(f), "explanation": None, "surface_form": None,
-                            **dict.fromkeys(DetectionScore._fields, np.nan)})
+            records.append(
+                {
+                    "latent": int(f),
+                    "explanation": None,
+                    "surface_form": None,
+                    **dict.fromkeys(DetectionScore._fields, np.nan),
+                }
+            )
             continue
         neg_rows = rng.choice(silent, size=min(len(held), len(silent)), replace=False)
-        examples = [render_context(tokenizer, *context_window(contexts, int(meta.context[r]), int(meta.position[r]),
-                                                              right=cfg.right, **win), "plain") for r in shown]
+        examples = [
+            render_context(
+                tokenizer,
+                *context_window(contexts, int(meta.context[r]), int(meta.position[r]), right=cfg.right, **win),
+                "plain",
+            )
+            for r in shown
+        ]
         explanation = explain_feature(cfg, examples)
 
         def ending_at(r):  # noqa: E306 - a context that ends at the token scored
             b, t, _ = context_window(contexts, int(meta.context[r]), int(meta.position[r]), right=0, **win)
             return render_context(tokenizer, b, t, [], "none")
 
-        score = detection_score(cfg, explanation.text, [ending_at(r) for r in held],
-                                [ending_at(int(r)) for r in neg_rows], seed=int(rng.integers(1 << 31)))
-        records.append({"latent": int(f), "explanation": explanation.text, "surface_form": explanation.surface_form,
-                        **score._asdict()})
+        score = detection_score(
+            cfg,
+            explanation.text,
+            [ending_at(r) for r in held],
+            [ending_at(int(r)) for r in neg_rows],
+            seed=int(rng.integers(1 << 31)),
+        )
+        records.append(
+            {
+                "latent": int(f),
+                "explanation": explanation.text,
+                "surface_form": explanation.surface_form,
+                **score._asdict(),
+            }
+        )
     return pd.DataFrame(records)

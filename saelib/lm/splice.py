@@ -190,9 +190,19 @@ class MaskedSplice(NamedTuple):
     """Predicted tokens."""
 
 
-def masked_spliced_ce(lm, contexts, sae: SAE, masks: Tensor, *, layer: int, hook: str = "resid_post",
-                      seeds: list[int] | None = None, keep_error: bool = False, batch_size: int = 2,
-                      progress: bool = False) -> MaskedSplice:
+def masked_spliced_ce(
+    lm,
+    contexts,
+    sae: SAE,
+    masks: Tensor,
+    *,
+    layer: int,
+    hook: str = "resid_post",
+    seeds: list[int] | None = None,
+    keep_error: bool = False,
+    batch_size: int = 2,
+    progress: bool = False,
+) -> MaskedSplice:
     """`spliced_ce` of every (mask, seed) at once: the clean and zero-ablated passes run once.
 
     Each mask's reconstruction is `sae_reconstructor(sae, mask, keep_error=keep_error)`, so a mask of all
@@ -221,9 +231,41 @@ def masked_spliced_ce(lm, contexts, sae: SAE, masks: Tensor, *, layer: int, hook
         return torch.cat([r(x) for r in recons])  # (M * S', B, d_in), mask-major
 
     with torch.no_grad():
-        out = spliced_ce(lm, contexts, reconstruct, layer=layer, hook=hook, batch_size=batch_size,
-                                progress=progress)
+        out = spliced_ce(lm, contexts, reconstruct, layer=layer, hook=hook, batch_size=batch_size, progress=progress)
     shape = (M, Sp)
-    return MaskedSplice(out.clean_loss, out.zero_ablation_loss, out.spliced_loss.view(shape),
-                        out.ce_loss_score.view(shape), out.delta_loss.view(shape), out.kl_div.view(shape), seeds,
-                        out.n_tokens)
+    return MaskedSplice(
+        out.clean_loss,
+        out.zero_ablation_loss,
+        out.spliced_loss.view(shape),
+        out.ce_loss_score.view(shape),
+        out.delta_loss.view(shape),
+        out.kl_div.view(shape),
+        seeds,
+        out.n_tokens,
+    )
+
+
+def latent_ablation_reconstructor(sae, latents, *, seed: int = 0) -> Reconstruct:
+    """One latent's contribution removed at a time (its marginal effect), for `spliced_ce`.
+
+    Row j of the output is `x - z_j(x) d_j` for latent `latents[j]` of seed `seed`: the SAE's error and every other
+    latent are kept. It equals `sae_reconstructor(sae, mask, keep_error=True)` with only that latent dropped, without
+    decoding twice; a latent that is silent on a token leaves it exactly unchanged.
+
+    Args:
+        sae: has `encode(x (B, d_in)) -> (S, B, d_sae)` and `W_dec (S, d_sae, d_in)`.
+        latents: latent indices of seed `seed`, one output row each.
+        seed: seed position in the stack.
+
+    Returns:
+        `x (B, d_in) -> (len(latents), B, d_in)`.
+    """
+    idx = torch.as_tensor(list(latents), dtype=torch.long)
+
+    def reconstruct(x: torch.Tensor) -> torch.Tensor:
+        i = idx.to(x.device)
+        z = sae.encode(x)[seed][:, i]  # (B, L)
+        d = sae.W_dec[seed, i].to(x.dtype)  # (L, d_in)
+        return x[None] - z.T[:, :, None] * d[:, None, :]  # (L, B, d_in)
+
+    return reconstruct

@@ -1,4 +1,4 @@
-"""The sharded on-disk store of collected activations: what `saelib.activations.collect_activations` writes and
+"""The sharded on-disk store of collected activations: what `saelib.lm.activations.collect_activations` writes and
 the trainer reads.
 
 Layout (`artifacts/activations/<model>-<hash>/`): `info.json`; `contexts_{train,eval}.npy` (token ids, one row per
@@ -156,6 +156,7 @@ class ActivationStore:
 
 def load_covariance(store: ActivationStore, max_tokens: int = 200_000) -> Covariance:
     """`stream_covariance` of the first `max_tokens` rows of `store`, cached under `covariance/`."""
+
     def build(work: Path) -> None:
         c = stream_covariance((store.shard(i) for i in range(store.n_shards)), max_tokens)
         save_file({"mean": c.mean, "cov": c.cov}, str(work / "covariance.safetensors"))

@@ -1,10 +1,13 @@
 """Chapter 2's figures: feature cuts against their controls, statistics by stability label, single-latent ablations.
 
-Each function draws on `ax` (a new figure when None) and returns the axes, so that notebooks only call and caption.
+Each `plot_*` function draws on `ax` (a new figure when None) and returns the axes; the `figure_*` functions lay out
+one figure of the chapter from the tables of `chapters.asymmetry.run` and return its axes, so that the notebook only
+calls and captions.
 """
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -24,13 +27,13 @@ def plot_cut_bars(table: pd.DataFrame, metric: str, ax: Axes | None = None, ylab
     ax = axes_or_new(ax, figsize=(7.0, 4.0))
     df = table[table.group.isin(["stable", "unstable"])].copy()
     df["cut"] = df.op + " " + df.group
-    df["subset"] = df.control.map({"group": "the group", "size": "size-matched random",
-                                   "mass": "mass-matched random"})
+    df["subset"] = df.control.map({"group": "the group", "size": "size-matched random", "mass": "mass-matched random"})
     order = ["keep stable", "keep unstable", "remove stable", "remove unstable"]
     hue_order = ["the group", "size-matched random", "mass-matched random"]
     palette = {"the group": PALETTE["stable"], "size-matched random": "#bbbbbb", "mass-matched random": "#666666"}
-    sns.barplot(df, x="cut", y=metric, hue="subset", order=order, hue_order=hue_order, palette=palette,
-                errorbar="sd", ax=ax)
+    sns.barplot(
+        df, x="cut", y=metric, hue="subset", order=order, hue_order=hue_order, palette=palette, errorbar="sd", ax=ax
+    )
     for cut, style in (("full SAE", "--"), ("no latent", ":")):
         v = table.loc[table.cut == cut, metric]
         if len(v):
@@ -40,8 +43,9 @@ def plot_cut_bars(table: pd.DataFrame, metric: str, ax: Axes | None = None, ylab
     return ax
 
 
-def plot_by_stability_label(df: pd.DataFrame, column: str, ax: Axes | None = None, log: bool = True,
-                            ylabel: str | None = None) -> Axes:
+def plot_by_stability_label(
+    df: pd.DataFrame, column: str, ax: Axes | None = None, log: bool = True, ylabel: str | None = None
+) -> Axes:
     """Distribution of a per-latent `column` for unstable, intermediate and stable latents (boxes, no outliers
     drawn beyond the whiskers' points)."""
     ax = axes_or_new(ax)
@@ -49,14 +53,25 @@ def plot_by_stability_label(df: pd.DataFrame, column: str, ax: Axes | None = Non
     if log:
         d = d[d[column] > 0]
     order = [lab for lab in LABEL_ORDER if lab in set(d.label)]
-    sns.boxplot(d, x="label", y=column, order=order, hue="label", hue_order=order,
-                palette={k: PALETTE[k] for k in order}, fliersize=1.5, ax=ax, legend=False)
+    sns.boxplot(
+        d,
+        x="label",
+        y=column,
+        order=order,
+        hue="label",
+        hue_order=order,
+        palette={k: PALETTE[k] for k in order},
+        fliersize=1.5,
+        ax=ax,
+        legend=False,
+    )
     ax.set(xlabel="", ylabel=ylabel or column.replace("_", " "), yscale="log" if log else "linear")
     return ax
 
 
-def plot_marginal_vs_stability(df: pd.DataFrame, y: str = "delta_loss_per_token", ax: Axes | None = None,
-                               ylabel: str | None = None) -> Axes:
+def plot_marginal_vs_stability(
+    df: pd.DataFrame, y: str = "delta_loss_per_token", ax: Axes | None = None, ylabel: str | None = None
+) -> Axes:
     """Loss change when one latent is ablated against that latent's stability: one point per latent (coloured by
     label, jittered along x), and the mean per stability level."""
     ax = axes_or_new(ax)
@@ -64,8 +79,9 @@ def plot_marginal_vs_stability(df: pd.DataFrame, y: str = "delta_loss_per_token"
     rng = np.random.default_rng(0)
     for lab in [lab for lab in LABEL_ORDER if (d.label == lab).any()]:
         part = d[d.label == lab]
-        ax.scatter(part.stability + rng.uniform(-0.02, 0.02, len(part)), part[y], s=14, alpha=0.75,
-                   c=PALETTE[lab], label=lab)
+        ax.scatter(
+            part.stability + rng.uniform(-0.02, 0.02, len(part)), part[y], s=14, alpha=0.75, c=PALETTE[lab], label=lab
+        )
     means = d.groupby("stability")[y].mean()
     ax.plot(means.index, means.values, "-", c="k", lw=1, label="mean per level")
     nonzero = d[y].abs()[d[y] != 0]
@@ -73,3 +89,53 @@ def plot_marginal_vs_stability(df: pd.DataFrame, y: str = "delta_loss_per_token"
     ax.set(xlabel="per-feature stability", ylabel=ylabel or y.replace("_", " "), xlim=(-0.05, 1.05))
     ax.legend(fontsize="small")
     return ax
+
+
+def _panels(n: int, figsize: tuple[float, float], axes=None) -> np.ndarray:
+    if axes is not None:
+        axes = np.asarray(axes).ravel()
+        if len(axes) != n:
+            raise ValueError(f"expected {n} axes, got {len(axes)}")
+        return axes
+    fig, axes = plt.subplots(1, n, figsize=figsize)
+    fig.set_layout_engine("tight")
+    return np.asarray(axes).ravel()
+
+
+def figure_activation_stats(latents: pd.DataFrame, axes=None) -> np.ndarray:
+    """Firing frequency, mean activation where firing and max activation by stability label (three panels, log
+    scale), from `AsymmetryResult.latents`."""
+    axes = _panels(3, (11, 3.6), axes)
+    plot_by_stability_label(latents, "frequency", ax=axes[0], ylabel="firing frequency")
+    plot_by_stability_label(latents, "mean_activation", ax=axes[1], ylabel="mean activation when firing")
+    plot_by_stability_label(latents, "max_activation", ax=axes[2], ylabel="max activation")
+    return axes
+
+
+def figure_ce_cuts(cuts: pd.DataFrame, axes=None) -> np.ndarray:
+    """CE-loss score (left) and KL from the clean model (right) of each cut and its controls, from
+    `AsymmetryResult.cuts`."""
+    axes = _panels(2, (12, 4), axes)
+    plot_cut_bars(cuts, "ce_loss_score", ax=axes[0], ylabel="CE-loss score")
+    plot_cut_bars(cuts, "kl_div", ax=axes[1], ylabel="KL(clean || spliced), nats")
+    return axes
+
+
+def figure_marginal(marginal: pd.DataFrame, axes=None) -> np.ndarray:
+    """Loss change of single-latent ablations against stability, per token (left) and per firing (right), from
+    `AsymmetryResult.marginal`."""
+    axes = _panels(2, (12, 4), axes)
+    plot_marginal_vs_stability(marginal, "delta_loss_per_token", ax=axes[0], ylabel="loss change per token (nats)")
+    plot_marginal_vs_stability(marginal, "delta_loss_per_firing", ax=axes[1], ylabel="loss change per firing (nats)")
+    return axes
+
+
+def figure_triggers(triggers: pd.DataFrame, axes=None) -> np.ndarray:
+    """Share of a latent's top activations on its most common token string (left) and the entropy of its trigger
+    strings (right) by stability label, from `AsymmetryResult.triggers`."""
+    axes = _panels(2, (10, 3.8), axes)
+    plot_by_stability_label(
+        triggers, "top_share", ax=axes[0], log=False, ylabel="share of top activations on one token"
+    )
+    plot_by_stability_label(triggers, "entropy_bits", ax=axes[1], log=False, ylabel="entropy of trigger tokens (bits)")
+    return axes

@@ -14,13 +14,24 @@ from matplotlib.axes import Axes
 
 from saelib.plots.theme import PALETTE, axes_or_new, plot_group_latents
 
-SOURCE_PALETTE = {"unstable": PALETTE["unstable"], "stable": PALETTE["stable"], "subset": "#029e73",
-                  "covariance": "#cc78bc", "random": PALETTE["random"]}
-"""Colours of the direction sets of chapter 3 (`saelib.subspace.SOURCES`)."""
+SOURCE_PALETTE = {
+    "unstable": PALETTE["unstable"],
+    "stable": PALETTE["stable"],
+    "subset": "#029e73",
+    "covariance": "#cc78bc",
+    "random": PALETTE["random"],
+}
+"""Colours of the direction sets of chapter 3 (`saelib.chapters.geometry.SOURCES`)."""
 
 
-SOURCE_LABELS = {"unstable": "unstable", "stable": "stable", "subset": "random alive latents",
-                 "covariance": "drawn from covariance", "random": "isotropic random"}
+SOURCE_LABELS = {
+    "unstable": "unstable",
+    "stable": "stable",
+    "subset": "random alive latents",
+    "covariance": "drawn from covariance",
+    "random": "isotropic random",
+}
+"""Legend names of the direction sets."""
 
 
 def _sources(df: pd.DataFrame) -> list[str]:
@@ -52,8 +63,9 @@ def plot_overlap_by_rank(spans: pd.DataFrame, ax: Axes | None = None) -> Axes:
         f = fixed[fixed.source == s]
         ax.plot(f.rank_a, f.overlap, "-o", c=SOURCE_PALETTE[s], ms=4, label=SOURCE_LABELS[s])
         if s in energy.index:
-            ax.plot(energy.loc[s, "rank_a"], energy.loc[s, "overlap"], "*", c=SOURCE_PALETTE[s], ms=13, mec="k",
-                    mew=0.5)
+            ax.plot(
+                energy.loc[s, "rank_a"], energy.loc[s, "overlap"], "*", c=SOURCE_PALETTE[s], ms=13, mec="k", mew=0.5
+            )
     ax.plot([], [], "*", c="w", mec="k", ms=11, label="at the 90%-energy rank")
     ax.set(xscale="log", xlabel="rank r of each seed's span", ylabel="overlap between two seeds' spans", ylim=(0, 1.02))
     ax.legend(fontsize="small")
@@ -72,14 +84,32 @@ def plot_angle_spectra(angles: pd.DataFrame, spec: str = "energy", ax: Axes | No
     return ax
 
 
+def plot_angle_panels(angles: pd.DataFrame, spec: str, axes=None):
+    """`plot_angle_spectra` side by side at the 90%-energy rank (left) and at the fixed rank `spec` (`top-r`, right).
+
+    Returns:
+        The two axes.
+    """
+    if axes is None:
+        axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")[1]
+    plot_angle_spectra(angles, "energy", ax=axes[0])
+    plot_angle_spectra(angles, spec, ax=axes[1])
+    axes[0].set_title("at the 90%-energy rank")
+    axes[1].set_title(f"top {spec.removeprefix('top-')} directions")
+    return axes
+
+
 def plot_coverage(shares: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Cumulative distribution, per direction set of seed 1, of each direction's share of squared norm inside seed
     0's unstable span."""
     ax = axes_or_new(ax)
     order = _sources(shares)
     sns.ecdfplot(shares, x="share", hue="source", hue_order=order, palette=SOURCE_PALETTE, ax=ax)
-    ax.set(xlabel="share of a direction inside the other seed's unstable span", ylabel="cumulative share of directions",
-           xlim=(0, 1))
+    ax.set(
+        xlabel="share of a direction inside the other seed's unstable span",
+        ylabel="cumulative share of directions",
+        xlim=(0, 1),
+    )
     legend = ax.get_legend()
     if legend is not None:
         for text in legend.get_texts():
@@ -96,8 +126,17 @@ def plot_group_cosines(directions: list[torch.Tensor], labels: list[str] | None 
     """
     ax = axes_or_new(ax, figsize=(4.8, 4.2))
     rows = torch.cat([d.double() for d in directions])
-    sns.heatmap((rows @ rows.T).numpy(), vmin=-1, vmax=1, cmap="vlag", square=True, ax=ax,
-                cbar_kws={"label": "decoder cosine", "shrink": 0.8}, xticklabels=False, yticklabels=False)
+    sns.heatmap(
+        (rows @ rows.T).numpy(),
+        vmin=-1,
+        vmax=1,
+        cmap="vlag",
+        square=True,
+        ax=ax,
+        cbar_kws={"label": "decoder cosine", "shrink": 0.8},
+        xticklabels=False,
+        yticklabels=False,
+    )
     edges = np.cumsum([0] + [len(d) for d in directions])
     for e in edges[1:-1]:
         ax.axhline(e, c="k", lw=1)
@@ -109,14 +148,29 @@ def plot_group_cosines(directions: list[torch.Tensor], labels: list[str] | None 
     return ax
 
 
-def plot_geometry_by_size(table: pd.DataFrame, y: str, baselines: dict[str, str] | None = None,
-                          ax: Axes | None = None, ylabel: str | None = None) -> Axes:
+def plot_geometry_by_size(
+    table: pd.DataFrame,
+    y: str,
+    baselines: dict[str, str] | None = None,
+    ax: Axes | None = None,
+    ylabel: str | None = None,
+) -> Axes:
     """One chapter-3 number against the dictionary size, a line per (variant, layer), with baselines (columns of
     `table` named by source, e.g. `{"covariance": "overlap_fixed_covariance"}`) as dashed lines averaged over
     variants and layers."""
     ax = axes_or_new(ax)
-    sns.lineplot(table, x="d_sae", y=y, hue="variant", style="layer", markers=True, dashes=False, ax=ax,
-                 palette=sns.color_palette("dark", table["variant"].nunique()), errorbar=None)
+    sns.lineplot(
+        table,
+        x="d_sae",
+        y=y,
+        hue="variant",
+        style="layer",
+        markers=True,
+        dashes=False,
+        ax=ax,
+        palette=sns.color_palette("dark", table["variant"].nunique()),
+        errorbar=None,
+    )
     for source, col in (baselines or {}).items():
         b = table.groupby("d_sae")[col].mean()
         ax.plot(b.index, b.values, "--", c=SOURCE_PALETTE.get(source, "k"), lw=1.2, label=SOURCE_LABELS.get(source))
@@ -150,12 +204,28 @@ def plot_group_scores(table: pd.DataFrame, axes=None):
     covariance-drawn spans of the same ranks (right)."""
     if axes is None:
         axes = plt.subplots(1, 2, figsize=(10.4, 4.0), layout="constrained")[1]
-    panels = [({"max_cos": "best single\nmatch", "cos_to_span": "span of the\nother seed",
-                "cos_to_span_covariance": "covariance\ndraws"}, "cosine", (0, 1.02),
-               [PALETTE["random"], PALETTE["unstable"], SOURCE_PALETTE["covariance"]]),
-              ({"mean_angle_deg": "two seeds'\nspans", "mean_angle_random": "random\nspans",
-                "mean_angle_covariance": "covariance\nspans"}, "mean principal angle (deg)", (0, 92),
-               [PALETTE["unstable"], PALETTE["random"], SOURCE_PALETTE["covariance"]])]
+    panels = [
+        (
+            {
+                "max_cos": "best single\nmatch",
+                "cos_to_span": "span of the\nother seed",
+                "cos_to_span_covariance": "covariance\ndraws",
+            },
+            "cosine",
+            (0, 1.02),
+            [PALETTE["random"], PALETTE["unstable"], SOURCE_PALETTE["covariance"]],
+        ),
+        (
+            {
+                "mean_angle_deg": "two seeds'\nspans",
+                "mean_angle_random": "random\nspans",
+                "mean_angle_covariance": "covariance\nspans",
+            },
+            "mean principal angle (deg)",
+            (0, 92),
+            [PALETTE["unstable"], PALETTE["random"], SOURCE_PALETTE["covariance"]],
+        ),
+    ]
     for ax, (cols, ylabel, ylim, colors) in zip(axes, panels, strict=True):
         if table.empty:
             ax.text(0.5, 0.5, "no group at this scale", ha="center", va="center", transform=ax.transAxes)
@@ -164,4 +234,36 @@ def plot_group_scores(table: pd.DataFrame, axes=None):
         df = table[list(cols)].rename(columns=cols).melt(var_name="score")
         sns.boxplot(df, x="score", y="value", hue="score", palette=colors, ax=ax, fliersize=2, legend=False)
         ax.set(xlabel=None, ylabel=ylabel, ylim=ylim)
+    return axes
+
+
+def plot_grid_geometry(points: pd.DataFrame, spec: str, axes=None):
+    """Three numbers of every grid point against the dictionary size (`plot_geometry_by_size`): the overlap of two
+    seeds' unstable spans at the fixed rank `spec` with its three baselines, the 90%-energy rank of the unstable set
+    beside that of as many random alive latents, and the share of unstable latents in a group.
+
+    Args:
+        points: one row per grid point (`saelib.chapters.geometry.GeometryResult.points`).
+
+    Returns:
+        The three axes.
+    """
+    if axes is None:
+        axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")[1]
+    baselines = {s: f"overlap_fixed_{s}" for s in ("covariance", "subset", "random")}
+    plot_geometry_by_size(
+        points,
+        "overlap_fixed_unstable",
+        baselines,
+        ax=axes[0],
+        ylabel=f"overlap of unstable spans, rank {spec.removeprefix('top-')}",
+    )
+    plot_geometry_by_size(
+        points,
+        "rank_over_d_unstable",
+        {"subset": "rank_over_d_subset"},
+        ax=axes[1],
+        ylabel="90%-energy rank of the unstable set / d",
+    )
+    plot_geometry_by_size(points, "grouped_share", ax=axes[2], ylabel="share of unstable latents in a group")
     return axes

@@ -5,6 +5,8 @@ Each function draws on `ax` (a new figure when None) and returns the axes, so th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -23,8 +25,12 @@ def plot_match_survival(samples: dict[str, np.ndarray], tau: float | None = None
         ax.step(v, 1 - np.arange(len(v)) / len(v), where="post", c=c, label=label)
     if tau is not None:
         ax.axvline(tau, ls="--", c="k", lw=0.8, label=f"tau = {tau}")
-    ax.set(xlabel="max cosine to the other SAE's decoder rows", ylabel="share of latents at least this similar",
-           xlim=(0, 1.01), ylim=(0, 1.02))
+    ax.set(
+        xlabel="max cosine to the other SAE's decoder rows",
+        ylabel="share of latents at least this similar",
+        xlim=(0, 1.01),
+        ylim=(0, 1.02),
+    )
     ax.legend(fontsize="small", loc="lower left")
     return ax
 
@@ -32,22 +38,25 @@ def plot_match_survival(samples: dict[str, np.ndarray], tau: float | None = None
 def plot_stability_vs_ev(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Mean per-feature stability against explained variance, one point per SAE (seed), coloured by kind (`sae`)."""
     ax = axes_or_new(ax)
-    sns.scatterplot(table, x="explained_variance", y="stability", hue="sae", style="sae", s=70, ax=ax,
-                    palette="colorblind")
+    sns.scatterplot(
+        table, x="explained_variance", y="stability", hue="sae", style="sae", s=70, ax=ax, palette="colorblind"
+    )
     ax.set(xlabel="explained variance (held-out tokens)", ylabel="mean per-feature stability", ylim=(-0.02, 1.02))
     ax.legend(fontsize="small", title=None, loc="lower right")
     return ax
 
 
-def plot_pooling_sweep(sweep: pd.DataFrame, standard: dict[str, float] | None = None, ax: Axes | None = None) -> Axes:
-    """Pooled SAEs' stability and explained variance against the seeds pooled per SAE; `standard` draws the
-    standard SAEs' `stability` and `explained_variance` as dashed lines."""
+def plot_pooling_sweep(
+    sweep: pd.DataFrame, standard: Mapping[str, float] | pd.Series | None = None, ax: Axes | None = None
+) -> Axes:
+    """Pooled SAEs' stability and explained variance against the seeds pooled per SAE; `standard` (a mapping or a
+    row of a table, e.g. the standard SAEs' row of chapter 5's quality table) draws its `stability` and
+    `explained_variance` as dashed lines."""
     ax = axes_or_new(ax)
     for col, c in (("stability", PALETTE["stable"]), ("explained_variance", PALETTE["group"])):
         ax.plot(sweep["seeds_per_group"], sweep[col], "-o", c=c, label=f"pooled: {col.replace('_', ' ')}")
         if standard is not None and col in standard:
             ax.axhline(standard[col], ls="--", c=c, lw=1, label=f"standard: {col.replace('_', ' ')}")
-    ax.set(xlabel="seeds pooled per SAE", ylabel="score", ylim=(-0.02, 1.02),
-           xticks=list(sweep["seeds_per_group"]))
+    ax.set(xlabel="seeds pooled per SAE", ylabel="score", ylim=(-0.02, 1.02), xticks=list(sweep["seeds_per_group"]))
     ax.legend(fontsize="small", loc="best")
     return ax

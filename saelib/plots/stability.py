@@ -1,5 +1,5 @@
-"""Chapter 1's figures: stability across the grid, its sensitivity to tau and to the reference seeds, and stability
-against frequency.
+"""Chapter 1's figures: the distribution of per-feature stability against its null, stability across the grid, its
+sensitivity to tau and to the reference seeds, and stability against frequency.
 
 Each function draws on `ax` (a new figure when None) and returns the axes, so that notebooks only call and caption.
 """
@@ -10,12 +10,32 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
+from torch import Tensor
 
-from saelib.plots.theme import PALETTE, axes_or_new
+from saelib.plots.theme import PALETTE, axes_or_new, plot_stability_hist
+from saelib.stability import LABEL_NAMES
 
 
-def plot_grid_stability(table: pd.DataFrame, y: str = "mean_stability", null: str | None = "null_stability",
-                        ax: Axes | None = None) -> Axes:
+def plot_stability_distribution(
+    stability: Tensor, label: Tensor, null: Tensor | None = None, ax: Axes | None = None
+) -> Axes:
+    """Share of all alive latents at each stability value, stacked by label, with the null's shares beside.
+
+    Args:
+        stability: `(S, d_sae)` per-latent stability (NaN: dead, left out).
+        label: `(S, d_sae)` integer labels (`saelib.stability.LABEL_NAMES`).
+        null: per-latent stability of the untrained null, any shape.
+    """
+    names = [LABEL_NAMES[int(c)] for c in label.flatten()]
+    levels = np.linspace(0, 1, stability.shape[0])  # the S values stability takes with S seeds
+    return plot_stability_hist(
+        stability.flatten(), names, null=None if null is None else null.flatten(), ax=ax, normalize="all", levels=levels
+    )
+
+
+def plot_grid_stability(
+    table: pd.DataFrame, y: str = "mean_stability", null: str | None = "null_stability", ax: Axes | None = None
+) -> Axes:
     """A score of every grid point against dictionary size: one line per (layer, variant), the null dotted."""
     ax = axes_or_new(ax)
     styles = dict(zip(sorted(table.variant.unique()), ["-o", "--s", "-.^", ":D"]))
@@ -69,7 +89,8 @@ def plot_stability_vs_frequency(latents: pd.DataFrame, ax: Axes | None = None) -
     binned = df.groupby(mid, observed=True).stability.mean()
     centers = [np.sqrt(iv.left * iv.right) if iv.left > 0 else iv.right for iv in binned.index]
     ax.plot(centers, binned.values, "-o", c="k", label="mean per frequency bin")
-    ax.set(xscale="log", xlabel="firing frequency (held-out tokens)", ylabel="per-feature stability",
-           ylim=(-0.05, 1.05))
+    ax.set(
+        xscale="log", xlabel="firing frequency (held-out tokens)", ylabel="per-feature stability", ylim=(-0.05, 1.05)
+    )
     ax.legend(fontsize="small", loc="upper left")
     return ax

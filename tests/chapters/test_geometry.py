@@ -1,16 +1,22 @@
 """Chapter 3's analysis on stacks whose geometry is known: a shared subspace tiled differently by each seed,
-separate subspaces per seed, and planted feature groups."""
+separate subspaces per seed, and planted feature groups; its summary and verdicts on hand-built inputs; `run` on a
+tiny offline grid."""
 
-from functools import partial
+import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from helpers import make_tiny_model
 from helpers import planted_planes as planted
 
 from saelib import subspace as sp
-from saelib.chapters import geometry
+from saelib import train
+from saelib.chapters import common, geometry, grid
+from saelib.chapters.grid import FeatureSplit, GridStudy
+from saelib.config import TrainConfig
+from saelib.groups import GroupConfig
+from saelib.lm.config import ActivationConfig
 from saelib.stability import DEAD, INTERMEDIATE, STABLE, UNSTABLE
 
 
@@ -93,31 +99,31 @@ def test_geometry_input_errors_and_config():
     assert np.isnan(geometry.excess(1.0, 1.0))
 
 
-def test_cached_frames_compute_once(tmp_path):
-    calls = []
-
-    def compute(x):
-        calls.append(x)
-        return {"a": pd.DataFrame({"x": [x, x + 1]})}
-
-    first = geometry.cached_frames("geometry", "t", {"x": 1}, partial(compute, 1))
-    second = geometry.cached_frames("geometry", "t", {"x": 1}, partial(compute, 1))
-    assert calls == [1] and second["a"].equals(first["a"]) and first["a"].x.tolist() == [1, 2]
-    geometry.cached_frames("geometry", "t", {"x": 2}, partial(compute, 2))
-    assert calls == [1, 2]
-
-
-def test_stack_tables_cached_and_summarized():
+def test_stack_tables_cached_and_summarized(monkeypatch, _artifacts_in_tmp):
     dirs, truth = planted(noise=6)
     label = torch.where(truth >= 0, UNSTABLE, STABLE).to(torch.int8)
     geo_cfg = geometry.GeometryConfig(rank_fractions=(2 / 32, 4 / 32), n_draws=1)
     tables = geometry.stack_tables(dirs, label, torch.eye(32), geo_cfg, name="planted")
-    assert {"ranks", "spans", "coverage", "angles", "shares", "groups", "members", "activations"} <= set(tables)
+    assert set(tables) == {
+        "ranks",
+        "spans",
+        "coverage",
+        "angles",
+        "shares",
+        "alignment",
+        "groups",
+        "members",
+        "activations",
+    }
+    assert len(list((_artifacts_in_tmp / "geometry").glob("planted-*/result.pt"))) == 1  # one cached_result
+    real = geometry._stack_tables
+    monkeypatch.setattr(geometry, "_stack_tables", lambda *a: pytest.fail("recomputed cached tables"))
     again = geometry.stack_tables(dirs, label, torch.eye(32), geo_cfg, name="planted")
-    assert again["spans"].equals(tables["spans"])
+    assert again["spans"].equals(tables["spans"]) and again["groups"].equals(tables["groups"])
+    monkeypatch.setattr(geometry, "_stack_tables", real)
     other = geometry.stack_tables(dirs, label.flip(1), torch.eye(32), geo_cfg, name="planted")  # new inputs: rebuilt
     assert not other["members"].equals(tables["members"])
-    assert geometry.fixed_spec(tables) == "top-2"
+    assert geometry.fixed_spec(tables) == "top-2" and geometry.fixed_spec(tables, fraction=1 / 8) == "top-4"
     summary = geometry.stack_summary(tables, spec="top-4")
     assert summary["n_groups"] == 2 and summary["grouped_share"] == 1.0
     assert summary["overlap_fixed_unstable"] == pytest.approx(1.0, abs=1e-5)  # both planes, every seed: rank 4
@@ -137,7 +143,7 @@ def test_alignment_with_the_top_principal_components():
     assert geometry.summarize_geometry(geo, d, spec=f"top-{r}")["pca_fixed_unstable"] == pytest.approx(al["unstable"])
 
 
-def test_example_members_and_claims_table():
+def test_example_members():
     dirs, truth = planted()
     label = torch.where(truth >= 0, UNSTABLE, STABLE).to(torch.int8)
     tables = geometry.stack_tables(dirs, label, torch.eye(32), geometry.GeometryConfig(n_draws=1))
@@ -148,12 +154,6 @@ def test_example_members_and_claims_table():
     cfg = geometry.GeometryConfig(n_draws=1)
     none = geometry.stack_tables(dirs, torch.full_like(label, STABLE), torch.eye(32), cfg)  # no unstable latent
     assert geometry.example_members(dirs, none).group == -1
-    claims = geometry.claims_table({"rank_over_d_unstable": 0.1, "rank_over_d_subset": 0.3,
-                                    "overlap_fixed_unstable": 0.2, "overlap_fixed_random": 0.5}, tau=0.7)
-    verdicts = dict(zip(claims.measure + "|" + claims.baseline.astype(str), claims.verdict, strict=True))
-    assert verdicts["90%-energy rank / d|0.3"] == "holds"
-    assert verdicts["overlap, fixed rank|0.5"] == "does not hold"
-    assert (claims.verdict == "not testable here").sum() == len(claims) - 2
 
 
 def test_angle_spectra_ascend_and_match_principal_angles():
@@ -170,3 +170,196 @@ def test_angle_spectra_ascend_and_match_principal_angles():
 def test_compare_words():
     assert geometry.compare(0.5, 0.2) == "above" and geometry.compare(0.1, 0.2, "more", "less") == "less"
     assert geometry.compare(float("nan"), 0.2) == "not comparable here"
+
+
+# --- study, summary and claims ------------------------------------------------------------------------------------
+
+
+def test_study_presets_tie_groups_to_the_grids_threshold():
+    for scale in ("smoke", "default", "gpu", "paper"):
+        st = geometry.study(scale, "cpu")
+        assert st.grid == grid.study(scale, "cpu")
+        assert st.groups.min_share == st.grid.stability.threshold**2  # a cosine of tau to a span
+        assert st.geometry == geometry.GeometryConfig()
+    st = geometry.study("smoke", "cpu", fixed_fraction=0.1, geometry=None)
+    assert st.fixed_fraction == 0.1 and st.geometry == geometry.GeometryConfig()
+    with pytest.raises(ValueError, match="fixed_fraction"):
+        geometry.study("smoke", "cpu", fixed_fraction=0.0)
+    with pytest.raises(ValueError, match="SCALE"):
+        geometry.study("huge")
+
+
+def _split(label: torch.Tensor) -> FeatureSplit:
+    S, F = label.shape
+    return FeatureSplit(
+        stability=torch.zeros(S, F),
+        mean_max_cos=torch.zeros(S, F),
+        max_cos=torch.zeros(S, S, F),
+        label=label,
+        threshold=0.7,
+        frequency=(label != DEAD).float(),
+        mean_activation=torch.ones(S, F),
+        stable_at=0.8,
+        unstable_at=0.2,
+    )
+
+
+def _result(shared: bool) -> geometry.GeometryResult:
+    """The result of a one-point grid whose reference stack is `_stack(shared=shared)` (d = 48, fixed rank 4)."""
+    st = geometry.study(
+        "smoke",
+        "cpu",
+        geometry=geometry.GeometryConfig(rank_fractions=(2 / 48, 4 / 48), n_draws=1),
+        groups=GroupConfig(min_share=0.49, n_draws=1),
+        fixed_fraction=4 / 48,
+    )
+    dirs, label = _stack(shared=shared)
+    tables = geometry.stack_tables(dirs, label, torch.eye(48), st.geometry, st.groups)
+    return geometry.assemble_result(st, _split(label), {grid.reference_entry(st.grid): tables}, dirs, 1234)
+
+
+def test_summary_of_a_shared_subspace():
+    result = _result(shared=True)
+    s = geometry.summary(result)
+    assert all(type(v) in (float, int, str) for v in s.values()), {k: type(v) for k, v in s.items()}
+    assert s["n_seeds"] == 3 and s["d_sae"] == 40 and s["d_in"] == 48 and s["entry"] == result.reference.name
+    assert s["unstable_share"] == pytest.approx(8 / 39)  # 8 unstable of 39 alive latents per seed
+    assert (s["fixed_rank"], s["fixed_ranks"], s["cov_tokens"]) == (4, "2, 4", "1,234")
+    assert s["tau"] == 0.7 and s["min_share"] == 0.49 and s["n_draws"] == 1
+    assert s["ref_overlap_fixed_unstable"] == pytest.approx(1.0, abs=1e-5)
+    assert s["ref_rank_over_d_unstable"] == pytest.approx(4 / 48)
+    assert s["cov_top1"] == pytest.approx(1 / 48) and s["cov_top10"] == pytest.approx(10 / 48)
+    assert s["cmp_fixed_random"] == s["cmp_fixed_cov"] == "above" and s["cmp_rank_subset"] == "lower-rank"
+    assert (s["n_points"], s["n_beat_cov"], s["n_beat_subset"], s["n_beat_random"]) == (1, 1, 1, 1)
+    assert s["rank_min"] == s["rank_max"] == pytest.approx(4 / 48)
+    # the tables the chapter shows: sets in SOURCES order, specs as energy then the fixed ranks ascending
+    assert list(result.ranks.index) == list(geometry.SOURCES)
+    assert list(result.overlaps.index) == list(result.coverage.index) == ["energy", "top-2", "top-4"]
+    assert list(result.overlaps.columns) == [*geometry.SOURCES, "expected random"]
+    assert result.overlaps.loc["top-4", "unstable"] == pytest.approx(1.0, abs=1e-5)
+    assert result.overlaps.loc["top-4", "expected random"] == pytest.approx(4 / 48)
+    assert list(result.angles.index) == ["energy", "top-2", "top-4"]
+    assert list(result.angles["mean_angle_deg"].columns) == list(geometry.SOURCES)
+    assert result.angles.loc["top-4", ("mean_angle_deg", "unstable")] < 1
+    assert list(result.groups.n_features) == sorted(result.groups.n_features, reverse=True)
+    assert list(result.points.columns[:3]) == ["layer", "variant", "d_sae"]
+    assert set(geometry.POINT_COLUMNS) <= set(result.points.columns)
+    verdicts = {c.claim: c.verdict for c in geometry.claims(s)}
+    assert verdicts["The unstable span reproduces across seeds beyond random directions of the same rank"] == "holds"
+    assert verdicts["Unstable features span a lower-rank space than as many random alive latents"] == "holds"
+
+
+def test_summary_and_verdicts_flip_for_orthogonal_subspaces():
+    s = geometry.summary(_result(shared=False))
+    assert s["ref_overlap_fixed_unstable"] < 1e-6 and s["cmp_fixed_random"] == "below"
+    assert s["n_beat_cov"] == 0 and s["n_beat_random"] == 0
+    rows = {c.claim: c for c in geometry.claims(s)}
+    assert rows["The unstable span reproduces across seeds beyond random directions of the same rank"].verdict == (
+        "does not hold"
+    )
+    grid_row = rows["The unstable span beats the covariance null at every grid point (sizes, variants, layers)"]
+    assert grid_row.verdict == "does not hold" and grid_row.ours == "0 of 1 grid points"
+
+
+def _claim(rows, start):
+    (row,) = [r for r in rows if r.claim.startswith(start)]
+    return row
+
+
+def test_claims_verdicts_flip_with_the_numbers_and_quote_the_paper():
+    s = {
+        "tau": 0.7,
+        "ref_pr_over_d_unstable": 0.3,
+        "ref_pr_over_d_stable": 0.6,
+        "ref_overlap_fixed_unstable": 0.4,
+        "ref_overlap_fixed_random": 0.1,
+        "ref_group_mean_angle_deg": 20.0,
+        "ref_group_mean_angle_covariance": 50.0,
+        "n_points": 4,
+        "n_beat_cov": 4,
+    }
+    rows = geometry.claims(s)
+    assert {r.verdict for r in rows} <= set(common.VERDICTS) and len(common.claims_frame(rows)) == len(rows)
+    rank = _claim(rows, "Unstable features have a lower normalised effective rank")
+    assert rank.verdict == "holds" and rank.ours == "0.300 vs 0.600"
+    assert "0.59-0.65" in rank.paper and "(reported, secondary source)" in rank.paper
+    transfer = _claim(rows, "The unstable span reproduces across seeds beyond random")
+    assert transfer.verdict == "holds" and "transfers" in transfer.paper and "secondary source" in transfer.paper
+    assert _claim(rows, "Group spans agree").verdict == "holds"
+    assert _claim(rows, "The unstable span beats the covariance null").verdict == "holds"
+    assert _claim(rows, "... beyond covariance-drawn").verdict == "not measured"  # its baseline is missing
+    assert _claim(rows, "... beyond covariance-drawn").paper == common.NOT_REPORTED
+    assert "cosine < 0.7" in _claim(rows, "In groups").claim
+    flipped = s | {
+        "ref_pr_over_d_unstable": 0.8,
+        "ref_overlap_fixed_unstable": 0.05,
+        "ref_group_mean_angle_deg": 60.0,
+        "n_beat_cov": 3,
+    }
+    rows = geometry.claims(flipped)
+    for start in (
+        "Unstable features have a lower normalised effective rank",
+        "The unstable span reproduces across",
+        "Group spans agree",
+        "The unstable span beats the covariance null",
+    ):
+        assert _claim(rows, start).verdict == "does not hold", start
+    rows = geometry.claims(s | {"ref_overlap_fixed_unstable": math.nan, "n_points": 0})
+    assert _claim(rows, "The unstable span reproduces across").verdict == "not measured"
+    assert _claim(rows, "The unstable span beats the covariance null").verdict == "not measured"
+    assert all(r.verdict == "not measured" for r in geometry.claims({}))
+
+
+# --- run on a tiny grid --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_run_on_a_tiny_grid_caches_every_point(tmp_path, monkeypatch, _artifacts_in_tmp):
+    folder = str(make_tiny_model(tmp_path / "gpt2", "gpt2", n_layers=3, d=32))
+    acts = tuple(
+        ActivationConfig(
+            model=folder,
+            layer=layer,
+            corpus="fixture",
+            context_len=32,
+            n_train_tokens=800,
+            n_eval_contexts=4,
+            contexts_per_shard=8,
+            batch_contexts=4,
+        )
+        for layer in (0, 2)
+    )
+    tiny = GridStudy(
+        acts,
+        variants=("topk",),
+        sizes=(16, 48),
+        k=4,
+        n_seeds=3,
+        reference=(2, "topk", 48),
+        n_ce_contexts=1,
+        thresholds=(0.7,),
+        train=TrainConfig(
+            n_tokens=1_600, batch_size=128, lr=3e-3, normalize_activations=True, dead_after_tokens=800, device="cpu"
+        ),
+    )
+    st = geometry.study("smoke", "cpu", grid=tiny)
+    result = geometry.run(st)
+    entries = grid.grid_entries(tiny)
+    assert set(result.tables) == set(entries) and len(result.points) == len(entries) == 4
+    assert result.reference == grid.reference_entry(tiny) and result.split.label.shape == (3, 48)
+    assert result.covariance.d.iloc[0] == 32 and result.covariance.n_tokens.iloc[0] > 0
+    assert len(list((_artifacts_in_tmp / "geometry").glob("L*-topk-*/result.pt"))) == 4
+    s = geometry.summary(result)
+    assert all(type(v) in (float, int, str) for v in s.values())
+    assert s["n_points"] == 4 and s["d_in"] == 32 and s["n_seeds"] == 3
+    assert {c.verdict for c in geometry.claims(s)} <= set(common.VERDICTS)
+    # a second run reads every table, SAE and split from the cache
+    monkeypatch.setattr(geometry, "_stack_tables", lambda *a: pytest.fail("recomputed cached tables"))
+    monkeypatch.setattr(train, "train_saes", lambda *a, **k: pytest.fail("retrained a cached grid point"))
+    again = geometry.run(st)
+    assert again.points.equals(result.points)
+    assert geometry.summary(again).keys() == s.keys()
+    assert all(
+        v == s[k] or (isinstance(v, float) and math.isnan(v) and math.isnan(s[k]))
+        for k, v in geometry.summary(again).items()
+    )

@@ -21,21 +21,50 @@ def folder(tmp_path_factory):
 
 
 def _study(folder, **kw) -> GridStudy:
-    acts = tuple(ActivationConfig(model=folder, layer=layer, corpus="fixture", context_len=32, n_train_tokens=800,
-                                  n_eval_contexts=4, contexts_per_shard=8, batch_contexts=4) for layer in (0, 2))
-    base = dict(sizes=(16, 48), k=4, n_seeds=3, reference=(2, "topk", 48), n_ce_contexts=2, thresholds=(0.5, 0.9),
-                train=TrainConfig(n_tokens=1_600, batch_size=128, lr=3e-3, normalize_activations=True,
-                                  dead_after_tokens=800, device="cpu"))
+    acts = tuple(
+        ActivationConfig(
+            model=folder,
+            layer=layer,
+            corpus="fixture",
+            context_len=32,
+            n_train_tokens=800,
+            n_eval_contexts=4,
+            contexts_per_shard=8,
+            batch_contexts=4,
+        )
+        for layer in (0, 2)
+    )
+    base = dict(
+        sizes=(16, 48),
+        k=4,
+        n_seeds=3,
+        reference=(2, "topk", 48),
+        n_ce_contexts=2,
+        thresholds=(0.5, 0.9),
+        train=TrainConfig(
+            n_tokens=1_600, batch_size=128, lr=3e-3, normalize_activations=True, dead_after_tokens=800, device="cpu"
+        ),
+    )
     return GridStudy(acts, **(base | kw))
 
 
+@pytest.mark.slow
 def test_run_grid_scores_every_point_and_caches_them(folder, monkeypatch):
     study = _study(folder)
     lm = load_model(folder, device="cpu")
     table, splits, scores = grid.run_grid(study, lm=lm, progress=False)
     assert len(table) == 2 * 2 * 2 == len(grid.grid_entries(study))
-    assert set(table.columns) >= {"explained_variance", "l0", "dead_fraction", "ce_loss_score", "mean_stability",
-                                  "shared_fraction", "pw_mcc", "null_stability", "null_cov_stability"}
+    assert set(table.columns) >= {
+        "explained_variance",
+        "l0",
+        "dead_fraction",
+        "ce_loss_score",
+        "mean_stability",
+        "shared_fraction",
+        "pw_mcc",
+        "null_stability",
+        "null_cov_stability",
+    }
     assert table.l0.between(0, 4 * 1.5).all() and table.explained_variance.between(-1, 1).all()
     entry = grid.reference_entry(study)
     split = splits[entry]
@@ -82,8 +111,12 @@ def test_scores_of_exact_copies_are_perfect(folder):
 
 @pytest.mark.parametrize(
     "change, message",
-    [(dict(reference=(5, "topk", 16)), "reference"), (dict(n_seeds=1), "n_seeds"), (dict(sizes=(4,)), "sizes"),
-     (dict(variants=("gated",)), "variants")],
+    [
+        (dict(reference=(5, "topk", 16)), "reference"),
+        (dict(n_seeds=1), "n_seeds"),
+        (dict(sizes=(4,)), "sizes"),
+        (dict(variants=("gated",)), "variants"),
+    ],
 )
 def test_study_errors_name_the_parameter(folder, change, message):
     with pytest.raises(ValueError, match=message):
@@ -103,3 +136,33 @@ def test_named_scales_are_valid(scale):
     study = grid.study(scale)
     assert grid.reference_entry(study) in grid.grid_entries(study)
     assert len(study.layers) >= 2 and study.n_seeds >= (3 if scale == "smoke" else 5)
+
+
+def test_feature_split_is_feature_stability_plus_firing_statistics(tmp_path):
+    from saelib.config import SAEConfig, StabilityConfig
+    from saelib.sae import SAE
+
+    assert grid.FeatureSplit._fields[: len(stability.FeatureStability._fields)] == stability.FeatureStability._fields
+    sae = SAE(SAEConfig(d_in=8, d_sae=12, k=2, n_seeds=3))
+    frequency = torch.rand(3, 12) + 0.01
+    frequency[0, 3] = frequency[2, 7] = 0.0
+    cfg = StabilityConfig(threshold=0.5)
+    fs = stability.feature_stability(sae, cfg, alive=frequency > 0)
+    split = grid.FeatureSplit.from_stability(fs, frequency, torch.ones(3, 12), cfg)
+    # Dead latents are NaN in every per-latent score, their max_cos rows included; the rest is fs unchanged.
+    assert torch.equal(split.alive, frequency > 0)
+    assert torch.isnan(split.stability[0, 3]) and torch.isnan(split.mean_max_cos[2, 7])
+    assert torch.isnan(split.max_cos[0, :, 3]).all() and torch.isnan(split.max_cos[2, :, 7]).all()
+    back = split.as_feature_stability()
+    assert isinstance(back, stability.FeatureStability) and back.threshold == 0.5
+    torch.testing.assert_close(back.stability, fs.stability, equal_nan=True)
+    alive = split.alive.unsqueeze(1).expand_as(fs.max_cos)
+    torch.testing.assert_close(back.max_cos[alive], fs.max_cos[alive], equal_nan=True)
+    # The artifact format: tensors and numbers by field name, read back equal.
+    grid._save_split(split, tmp_path)
+    again = grid._read_split(tmp_path)
+    assert again._fields == split._fields and (again.stable_at, again.unstable_at) == (cfg.stable_at, cfg.unstable_at)
+    for name in ("stability", "max_cos", "label", "frequency"):
+        torch.testing.assert_close(getattr(again, name), getattr(split, name), equal_nan=True)
+    with pytest.raises(ValueError, match="frequency 0"):
+        grid.FeatureSplit.from_stability(fs, torch.ones(3, 12), torch.ones(3, 12), cfg)

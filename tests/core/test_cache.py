@@ -15,6 +15,7 @@ def _build_counter(calls):
         (work / "a.txt").write_text("hello")
         (work / "sub").mkdir(exist_ok=True)
         (work / "sub" / "b.bin").write_bytes(b"\x00\x01")
+
     return build
 
 
@@ -122,8 +123,10 @@ def test_concurrent_builders_of_one_artifact_build_it_once(tmp_path):
         (work / "x.txt").write_text("x")
 
     out = []
-    threads = [threading.Thread(target=lambda: out.append(cached_artifact("k", "n", {"a": 1}, build, root=tmp_path)))
-               for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: out.append(cached_artifact("k", "n", {"a": 1}, build, root=tmp_path)))
+        for _ in range(2)
+    ]
     for t in threads:
         t.start()
         time.sleep(0.05)

@@ -1,4 +1,3 @@
-
 import numpy as np
 import pytest
 import torch
@@ -9,12 +8,14 @@ from saelib import groups as gr
 
 def test_explain_known_answers():
     atoms = torch.eye(6)[:5]
-    targets = torch.stack([
-        torch.tensor([2.0, 1, 0, 0, 0, 0]),  # a positive mix of atoms 0 and 1
-        torch.tensor([1.0, -1, 0, 0, 0, 0]),  # needs a negative weight: not explained
-        torch.tensor([0.0, 0, 1, 0, 0, 0]),  # atom 2 itself
-        torch.tensor([0.0, 0, 0, 0, 0, 1]),  # outside the atoms' span
-    ])
+    targets = torch.stack(
+        [
+            torch.tensor([2.0, 1, 0, 0, 0, 0]),  # a positive mix of atoms 0 and 1
+            torch.tensor([1.0, -1, 0, 0, 0, 0]),  # needs a negative weight: not explained
+            torch.tensor([0.0, 0, 1, 0, 0, 0]),  # atom 2 itself
+            torch.tensor([0.0, 0, 0, 0, 0, 1]),  # outside the atoms' span
+        ]
+    )
     ex = gr.explain(targets, atoms, max_atoms=3, min_share=0.8)
     assert ex.explained.tolist() == [True, False, True, False]
     assert sorted(ex.atoms[0][ex.atoms[0] >= 0].tolist()) == [0, 1]

@@ -10,8 +10,9 @@ from saelib.sae import SAE
 def test_explained_variance_against_torch_var():
     x = torch.randn(500, 8) * 3 + 1
     x_hat = torch.stack([x + 0.5 * torch.randn_like(x), x.mean(0).expand_as(x), x])
-    expected = torch.stack([1 - (x - xh).pow(2).sum() / (torch.var(x, dim=0, unbiased=False).sum() * 500)
-                            for xh in x_hat])
+    expected = torch.stack(
+        [1 - (x - xh).pow(2).sum() / (torch.var(x, dim=0, unbiased=False).sum() * 500) for xh in x_hat]
+    )
     torch.testing.assert_close(explained_variance(x, x_hat), expected)
     assert explained_variance(x, x_hat)[1].abs() < 1e-6  # predicting the mean explains nothing
     assert explained_variance(x, x_hat)[2] == 1
@@ -83,3 +84,27 @@ def test_feature_activation_stats_against_direct_computation():
     assert torch.isnan(st.mean_activation[fired == 0]).all()
     torch.testing.assert_close(st.mass_share.sum(-1), torch.ones(2))
     assert st.n_tokens == 250
+
+
+def test_stream_chunks_keeps_order_caps_rows_and_stops_an_endless_stream():
+    x = torch.arange(10.0).view(10, 1)
+    chunks = list(metrics.stream_chunks([x[:7], x[7:7], x[7:]], chunk=3))
+    assert [len(c) for c in chunks] == [3, 3, 1, 3]  # the empty batch is skipped, not the end
+    assert torch.equal(torch.cat(chunks), x)
+    assert [len(c) for c in metrics.stream_chunks(x, max_tokens=5, chunk=4)] == [4, 1]
+
+    pulled = []
+
+    def endless():
+        while True:
+            pulled.append(1)
+            yield x
+
+    assert sum(len(c) for c in metrics.stream_chunks(endless(), max_tokens=25)) == 25
+    assert len(pulled) == 3  # stops as soon as the cap is reached, without draining the stream
+
+
+@pytest.mark.parametrize("fn", [evaluate_sae, metrics.feature_activation_stats])
+def test_streamed_metrics_reject_an_empty_stream(fn):
+    with pytest.raises(ValueError, match="no activations"):
+        fn(_sae(), [torch.zeros(0, 8)])

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from helpers import perturbed_sae
+from helpers import assert_saelens_agrees, perturbed_sae
 
 from saelib.config import VARIANTS, SAEConfig
 from saelib.sae import SAE, load_sae, save_sae
@@ -72,18 +72,9 @@ def test_save_load_roundtrip(tmp_path, variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_saelens_loads_our_folders_and_agrees(tmp_path, variant):
-    from sae_lens import SAE as SaeLensSAE
-
     sae = _perturbed(variant)
     save_sae(sae, tmp_path / "sae")
-    x = torch.randn(50, 16)
-    ours = sae(x)
-    for s, seed in enumerate(sae.cfg.seeds):
-        theirs = SaeLensSAE.load_from_disk(tmp_path / "sae" / f"seed_{seed}")
-        with torch.no_grad():
-            z = theirs.encode(x)
-            torch.testing.assert_close(z, ours.latents[s], atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(theirs.decode(z), ours.x_hat[s], atol=1e-5, rtol=1e-5)
+    assert_saelens_agrees(sae, tmp_path / "sae", torch.randn(50, 16))
 
 
 def test_select_copies_seeds():

@@ -71,6 +71,23 @@ def test_dead_latents_are_excluded():
     assert torch.isnan(stab[1, 3]) and st.stability_labels(stab, StabilityConfig())[1, 3] == st.DEAD
 
 
+def test_dead_latents_are_nan_in_every_per_latent_field(one):
+    sae = _copies(one, 3)
+    alive = torch.ones(3, 64, dtype=torch.bool)
+    alive[1, [2, 5]] = False
+    fs = st.feature_stability(sae, alive=alive)
+    for field in (fs.stability[1], fs.mean_max_cos[1], fs.max_cos[1].T):  # (d_sae, ...) rows of seed 1
+        assert torch.isnan(field[[2, 5]]).all()
+    assert torch.isnan(fs.stability).sum() == 2 and (fs.label == st.DEAD).sum() == 2
+    # Copies of a latent whose twin in seed 1 is dead still match their twin in seed 2: stability 1/2.
+    assert fs.stability[0, 2] == 0.5 and fs.stability[2, 5] == 0.5 and fs.stability[0, 0] == 1
+    # Without `alive`, a row with no comparison left (all NaN, as above) is NaN too, never 0.
+    stab, mean = st.stability_from_max_cos(fs.max_cos, 0.7)
+    assert torch.equal(torch.isnan(stab), ~alive) and torch.equal(torch.isnan(mean), ~alive)
+    stab, _ = st.stability_from_max_cos(fs.max_cos[:, [0]], 0.7)  # seed 0 alone as reference: none for its own rows
+    assert torch.isnan(stab[0]).all() and stab[2, 0] == 1
+
+
 def test_stability_counts_share_of_other_seeds():
     # seed 0's latent 0 reappears in seed 1 only; with S=3 its stability is 1/2
     dirs = torch.eye(6)[:, :6].repeat(3, 1, 1)
@@ -199,6 +216,19 @@ def test_seed_pair_scores_match_the_single_pair_functions(one):
     assert df.matched_cosine.mean() == pytest.approx(st.pw_mcc(sae))
     copies = st.seed_pair_scores(_copies(one, 3, permute=True))
     assert np.allclose(copies.shared_fraction, 1) and np.allclose(copies.matched_cosine, 1)
+
+
+def test_shared_needs_both_decoder_and_encoder_above_threshold(one):
+    pair = st.MatchedPair(np.array([0.9, 0.9, 0.5, 0.71]), np.array([0.9, 0.5, 0.9, 0.71]))
+    assert pair.shared(0.7).tolist() == [True, False, False, True]
+    assert pair.shared(0.71).tolist() == [True, False, False, False]  # strictly above
+    # A seed whose encoder is another seed's but whose decoder is random: every decoder match fails the rule.
+    sae = _copies(one, 2)
+    with torch.no_grad():
+        sae.W_dec[1] = torch.randn_like(sae.W_dec[1])
+    assert st.shared_fraction(sae, 0, 1) == 0
+    scores = st.seed_pair_scores(sae)
+    assert scores.shared_fraction[0] == 0 and scores.decoder_shared[0] < 0.2
 
 
 def test_direction_stability_of_copies_and_of_random_draws():

@@ -21,8 +21,9 @@ def test_generator_is_deterministic_and_has_the_planted_structure():
 
 
 def test_overcomplete_mode_features_live_in_their_subspace():
-    cfg = config.SyntheticConfig(d_in=16, n_groups=2, group_rank=2, group_mode="overcomplete",
-                                 features_per_group=5, n_samples=100)
+    cfg = config.SyntheticConfig(
+        d_in=16, n_groups=2, group_rank=2, group_mode="overcomplete", features_per_group=5, n_samples=100
+    )
     t = synthetic.generate(cfg).truth
     share = torch.einsum("gmd,grd->gmr", t.group_features, t.group_bases).pow(2).sum(-1)
     torch.testing.assert_close(share, torch.ones(2, 5))

@@ -17,9 +17,19 @@ def _planted(n=8000, d=16, f=24, p=0.06, seed=0):
 
 
 def _cfgs(variant="topk", n_seeds=3, seed=0, n_tokens=24_000):
-    return (SAEConfig(d_in=16, d_sae=32, k=3, variant=variant, n_seeds=n_seeds, seed=seed, l1_coefficient=0.05,
-                      l0_coefficient=0.01),
-            TrainConfig(n_tokens=n_tokens, batch_size=256, dead_after_tokens=2000, log_every=10, device="cpu"))
+    return (
+        SAEConfig(
+            d_in=16,
+            d_sae=32,
+            k=3,
+            variant=variant,
+            n_seeds=n_seeds,
+            seed=seed,
+            l1_coefficient=0.05,
+            l0_coefficient=0.01,
+        ),
+        TrainConfig(n_tokens=n_tokens, batch_size=256, dead_after_tokens=2000, log_every=10, device="cpu"),
+    )
 
 
 def test_stacked_training_equals_single_seed_runs():
@@ -33,11 +43,20 @@ def test_stacked_training_equals_single_seed_runs():
         torch.testing.assert_close(stacked.b_enc[s], single.b_enc[0], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("variant", ["topk", "batchtopk", "relu", "jumprelu"])
+@pytest.mark.parametrize("variant", [pytest.param("topk", marks=pytest.mark.slow), "batchtopk", "relu", "jumprelu"])
 def test_training_learns_planted_features(variant):
     x, D = _planted(d=32)
-    cfg = SAEConfig(d_in=32, d_sae=32, k=3, variant=variant, n_seeds=2, l1_coefficient=0.2,
-                    jumprelu_init_threshold=0.2, jumprelu_bandwidth=0.2, l0_coefficient=0.1)
+    cfg = SAEConfig(
+        d_in=32,
+        d_sae=32,
+        k=3,
+        variant=variant,
+        n_seeds=2,
+        l1_coefficient=0.2,
+        jumprelu_init_threshold=0.2,
+        jumprelu_bandwidth=0.2,
+        l0_coefficient=0.1,
+    )
     tc = TrainConfig(n_tokens=40_000, batch_size=256, dead_after_tokens=2000, device="cpu")
     res = train_saes(cfg, tc, x, progress=False)
     ev = evaluate_sae(res.sae, x)
@@ -84,11 +103,17 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path):
 def test_checkpoint_for_other_config_is_refused(tmp_path):
     x, _ = _planted()
     cfg, tc = _cfgs(n_seeds=1, n_tokens=2560)
-    train_saes(cfg, TrainConfig(n_tokens=2560, batch_size=256, checkpoint_every=5, device="cpu"), x,
-               checkpoint_dir=tmp_path, progress=False)
+    train_saes(
+        cfg,
+        TrainConfig(n_tokens=2560, batch_size=256, checkpoint_every=5, device="cpu"),
+        x,
+        checkpoint_dir=tmp_path,
+        progress=False,
+    )
     with pytest.raises(ValueError, match="another configuration"):
-        train_saes(cfg, TrainConfig(n_tokens=5120, batch_size=256, device="cpu"), x, checkpoint_dir=tmp_path,
-                   progress=False)
+        train_saes(
+            cfg, TrainConfig(n_tokens=5120, batch_size=256, device="cpu"), x, checkpoint_dir=tmp_path, progress=False
+        )
 
 
 def test_bad_data_is_named():
@@ -117,6 +142,7 @@ def test_lr_schedule_shape():
     assert f[80] == 1.0 and f[99] == pytest.approx(0.05) and all(a >= b for a, b in zip(f[80:], f[81:]))
 
 
+@pytest.mark.slow
 def test_normalized_training_on_large_activations():
     x, D = _planted(d=32)
     big = 1000.0 * x  # language-model-like scale

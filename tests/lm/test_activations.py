@@ -31,8 +31,16 @@ def gpt2_folder(tmp_path_factory):
 
 
 def tiny_cfg(folder, **kw):
-    base = dict(model=folder, layer=1, corpus="fixture", context_len=32, n_train_tokens=600, n_eval_contexts=4,
-                contexts_per_shard=5, batch_contexts=3)
+    base = dict(
+        model=folder,
+        layer=1,
+        corpus="fixture",
+        context_len=32,
+        n_train_tokens=600,
+        n_eval_contexts=4,
+        contexts_per_shard=5,
+        batch_contexts=3,
+    )
     return ActivationConfig(**(base | kw))
 
 
@@ -85,8 +93,9 @@ def test_transformer_lens_backend_on_a_tiny_model(gpt2_folder):
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     tok = A.load_model(gpt2_folder, device="cpu").tokenizer
-    cfg = HookedTransformerConfig(n_layers=2, d_model=16, d_head=8, n_ctx=64, d_vocab=len(tok), act_fn="gelu",
-                                  normalization_type="LN")
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=16, d_head=8, n_ctx=64, d_vocab=len(tok), act_fn="gelu", normalization_type="LN"
+    )
     lm = A.LanguageModel("tiny-tl", HookedTransformer(cfg), tok, backend="transformer_lens")
     ids = torch.randint(3, len(tok), (2, 10))
     _, cache = lm.model.run_with_cache(ids)
@@ -239,8 +248,9 @@ def test_packaged_gemma_shape_and_hooks(gemma):
 
 @pytest.mark.slow
 def test_packaged_gemma_collects_a_few_contexts(gemma):
-    cfg = replace(ACTIVATION_SCALES["smoke"], n_train_tokens=300, n_eval_contexts=2, contexts_per_shard=2,
-                  batch_contexts=2)
+    cfg = replace(
+        ACTIVATION_SCALES["smoke"], n_train_tokens=300, n_eval_contexts=2, contexts_per_shard=2, batch_contexts=2
+    )
     store = A.collect_activations(cfg, lm=gemma, progress=False)
     assert store.d_in == 640 and 300 <= store.n_tokens < 300 + 128
     x = store.load_all()
@@ -251,10 +261,19 @@ def test_packaged_gemma_collects_a_few_contexts(gemma):
         A.ActivationStore(store.path, expected_d_in=768)
 
 
-@pytest.mark.parametrize("field, value", [
-    ("layer", -1), ("hook", "attn_out"), ("corpus", " "), ("context_len", 1), ("n_train_tokens", 0),
-    ("dtype", "bfloat16"), ("backend", "jax"), ("model", ""),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("layer", -1),
+        ("hook", "attn_out"),
+        ("corpus", " "),
+        ("context_len", 1),
+        ("n_train_tokens", 0),
+        ("dtype", "bfloat16"),
+        ("backend", "jax"),
+        ("model", ""),
+    ],
+)
 def test_activation_config_errors_name_the_parameter(field, value):
     with pytest.raises(ValueError, match=f"ActivationConfig.{field}"):
         ActivationConfig(**{field: value})

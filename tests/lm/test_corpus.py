@@ -32,12 +32,15 @@ def test_text_source_folder_and_cleaning(tmp_path):
     assert docs[0].text == "Hello world. Second line.\n\nNew paragraph."
 
 
-@pytest.mark.parametrize("spec, error, words", [
-    ("", ValueError, "empty"),
-    ("   ", ValueError, "empty"),
-    ("nosuchsource", ValueError, "unknown"),
-    ("text:/no/such/file.txt", FileNotFoundError, "not found"),
-])
+@pytest.mark.parametrize(
+    "spec, error, words",
+    [
+        ("", ValueError, "empty"),
+        ("   ", ValueError, "empty"),
+        ("nosuchsource", ValueError, "unknown"),
+        ("text:/no/such/file.txt", FileNotFoundError, "not found"),
+    ],
+)
 def test_bad_corpus_specs(spec, error, words):
     with pytest.raises(error, match=words):
         corpus.load_documents(spec)

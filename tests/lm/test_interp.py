@@ -65,8 +65,14 @@ def _top(rows_per_feature, n_top):
     for f, rs in enumerate(rows_per_feature):
         rows[0, : len(rs), f] = torch.tensor(rs)
         values[0, : len(rs), f] = torch.linspace(5, 1, len(rs))
-    return interp.TopActivations(values, rows, torch.tensor([[len(r) for r in rows_per_feature]]),
-                                 torch.arange(0), torch.zeros(1, 0, F, dtype=torch.bool), 100)
+    return interp.TopActivations(
+        values,
+        rows,
+        torch.tensor([[len(r) for r in rows_per_feature]]),
+        torch.arange(0),
+        torch.zeros(1, 0, F, dtype=torch.bool),
+        100,
+    )
 
 
 def test_trigger_stats_known_answers():
@@ -105,15 +111,18 @@ def test_context_window_and_rendering():
 
 def test_top_contexts_table_and_html():
     contexts = np.array([[1, 2, 4, 5, 6, 7], [1, 3, 8, 5, 6, 7]])
-    meta = TokenMetadata(np.array([2, 4, 5, 6, 7, 3, 8, 5, 6, 7]), np.array([0] * 5 + [1] * 5),
-                         np.array([1, 2, 3, 4, 5, 1, 2, 3, 4, 5]))
+    meta = TokenMetadata(
+        np.array([2, 4, 5, 6, 7, 3, 8, 5, 6, 7]), np.array([0] * 5 + [1] * 5), np.array([1, 2, 3, 4, 5, 1, 2, 3, 4, 5])
+    )
     top = _top([[1, 6], [2]], n_top=3)
-    df = interp.top_contexts_table(top, meta, contexts, WordTokenizer(), 0, [0, 1], n=3, left=2, right=1,
-                                   pad_id=0, bos_id=1, style="markdown")
+    df = interp.top_contexts_table(
+        top, meta, contexts, WordTokenizer(), 0, [0, 1], n=3, left=2, right=1, pad_id=0, bos_id=1, style="markdown"
+    )
     assert list(df.latent) == [0, 0, 1] and list(df["rank"]) == [1, 2, 1]
     assert df.context[0] == " the **cat** sat" and df.context[1] == " The **dog** sat"
-    df = interp.top_contexts_table(top, meta, contexts, WordTokenizer(), 0, [0, 1], n=3, left=2, right=1,
-                                   pad_id=0, bos_id=1)
+    df = interp.top_contexts_table(
+        top, meta, contexts, WordTokenizer(), 0, [0, 1], n=3, left=2, right=1, pad_id=0, bos_id=1
+    )
     table = interp.html_table(df)
     assert table.count("<tr") == 4 and "<td>5.00</td>" in table
     assert "<td>the <mark><b>cat</b></mark> sat</td>" in table  # marks survive, not escaped twice
@@ -208,9 +217,14 @@ def test_explain_and_score_end_to_end(endpoint):
     contexts = np.array([[1, 2, 4, 5, 2, 4, 6, 2, 4, 7, 2, 4, 8]])
     meta = TokenMetadata(contexts[0, 1:], np.zeros(12, dtype=int), np.arange(1, 13))
     cat_rows = [1, 4, 7, 10]  # rows whose token is "cat"
-    top = interp.TopActivations(torch.tensor([[[4.0], [3.0], [2.0], [1.0]]]), torch.tensor([[[r] for r in cat_rows]]),
-                                torch.tensor([[4]]), torch.tensor([0, 2, 3, 5]),
-                                torch.tensor([[[False], [False], [False], [False]]]), 12)
+    top = interp.TopActivations(
+        torch.tensor([[[4.0], [3.0], [2.0], [1.0]]]),
+        torch.tensor([[[r] for r in cat_rows]]),
+        torch.tensor([[4]]),
+        torch.tensor([0, 2, 3, 5]),
+        torch.tensor([[[False], [False], [False], [False]]]),
+        12,
+    )
     cfg = interp.ExplainerConfig.from_env(n_explain=2, n_score=2, left=3)
     df = interp.explain_and_score(cfg, top, meta, contexts, WordTokenizer(), 0, [0], pad_id=0, bos_id=1)
     r = df.iloc[0]

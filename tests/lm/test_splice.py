@@ -46,8 +46,9 @@ def test_identity_splice_gives_the_clean_loss_exactly(tiny, contexts):
 
 
 def test_zero_reconstruction_scores_zero_and_seeds_are_separate(tiny, contexts):
-    m = splice.spliced_ce(tiny, contexts, lambda x: torch.stack([torch.zeros_like(x), x, 0.5 * x]), layer=0,
-                          hook="mlp_out", batch_size=3)
+    m = splice.spliced_ce(
+        tiny, contexts, lambda x: torch.stack([torch.zeros_like(x), x, 0.5 * x]), layer=0, hook="mlp_out", batch_size=3
+    )
     assert m.spliced_loss.shape == (3,)
     assert m.spliced_loss[0].item() == pytest.approx(m.zero_ablation_loss, abs=1e-6)
     assert m.ce_loss_score[0].item() == pytest.approx(0.0, abs=1e-6)
@@ -87,8 +88,10 @@ def test_sae_reconstructor_with_latent_masks():
     torch.manual_seed(0)
     S, d, k = 2, 8, 12
     W_enc, W_dec, b_dec = torch.randn(S, d, k), torch.randn(S, k, d), torch.randn(S, d)
-    sae = SimpleNamespace(encode=lambda x: torch.relu(torch.einsum("bd,sdk->sbk", x, W_enc)),
-                          decode=lambda z: torch.einsum("sbk,skd->sbd", z, W_dec) + b_dec[:, None])
+    sae = SimpleNamespace(
+        encode=lambda x: torch.relu(torch.einsum("bd,sdk->sbk", x, W_enc)),
+        decode=lambda z: torch.einsum("sbk,skd->sbd", z, W_dec) + b_dec[:, None],
+    )
     x = torch.randn(5, d)
     full = splice.sae_reconstructor(sae)(x)
     assert full.shape == (S, 5, d)
@@ -149,3 +152,26 @@ def test_masked_spliced_ce_none_kept_is_the_bias_alone(tiny_lm, tiny_contexts):
     out = splice.masked_spliced_ce(tiny_lm, tiny_contexts, sae, masks, layer=1)
     ref = splice.spliced_ce(tiny_lm, tiny_contexts, lambda x: sae.b_dec[:, None].expand(2, len(x), 32), layer=1)
     torch.testing.assert_close(out.spliced_loss[0], ref.spliced_loss)
+
+
+def test_latent_ablation_reconstructor_removes_one_latent_at_a_time():
+    """Known answer: the masked reconstruction with the error kept, each latent dropped alone; silent latents change
+    nothing."""
+    sae = tiny_sae()
+    torch.manual_seed(3)
+    x = torch.randn(40, 32) * 3
+    with torch.no_grad():
+        z = sae.encode(x)  # (2, 40, 48)
+        fires = (z[1] > 0).any(0)
+        on, off = int(fires.nonzero()[0]), int((~fires).nonzero()[0])  # this draw leaves 2 latents silent
+        latents = [on, (on + 1) % 48, off]
+        out = splice.latent_ablation_reconstructor(sae, latents, seed=1)(x)
+        assert out.shape == (len(latents), 40, 32)
+        for j, f in enumerate(latents):
+            keep = torch.ones(2, 48, dtype=torch.bool)
+            keep[1, f] = False
+            ref = splice.sae_reconstructor(sae, keep, keep_error=True)(x)[1]
+            torch.testing.assert_close(out[j], ref, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(x - out[j], z[1, :, f, None] * sae.W_dec[1, f])
+        assert not torch.equal(out[0], x)  # a firing latent changes the activation
+        assert torch.equal(out[-1], x)  # a silent latent leaves it exactly unchanged
