@@ -803,7 +803,8 @@ def claims(summary: dict[str, float | int | str]) -> list[Claim]:
             NOT_REPORTED,
         ),
         (
-            f"In groups, a feature lies in the other seed's span though no single feature matches it (cosine < {tau:g})",
+            "In groups, a feature lies in the other seed's span though no single feature matches it "
+            f"(cosine < {tau:g})",
             "a member's cosine to the other seed's span above its best single match",
             "group_cos_to_span",
             "group_max_cos",
