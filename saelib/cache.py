@@ -9,12 +9,14 @@ manifest is missing or does not match its files is treated as corrupt: it is del
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,66 @@ def partial_dir(final: Path) -> Path:
     return final.with_name(final.name + ".partial")
 
 
+class DiskFullError(OSError):
+    """The disk filled up while an artifact was written; the message is one line naming the path."""
+
+
+def disk_full_error(path: Path | str, cause: BaseException | None = None) -> DiskFullError:
+    """The one-line `DiskFullError` for `path` (`cause`: the error raised by the write, for its file name)."""
+    where = getattr(cause, "filename", None) or path
+    return DiskFullError(errno.ENOSPC, f"no space left on device while writing {where}; free some space and rerun")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` says that the disk is full: an `OSError(ENOSPC)`, or torch's `RuntimeError` from a
+    serialiser whose write came up short (`unexpected pos`, `file write failed`)."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("unexpected pos" in text or "file write failed" in text)
+
+
+@contextlib.contextmanager
+def disk_full_is_one_line(path: Path | str) -> Iterator[None]:
+    """Turn a disk-full error raised inside the block into a one-line `DiskFullError` naming `path`."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except (OSError, RuntimeError) as e:
+        if is_disk_full(e):
+            raise disk_full_error(path, e) from None
+        raise
+
+
+def clear_partial(work: Path, keep: Sequence[str]) -> None:
+    """Delete everything in the build folder `work` except the files named in `keep` (paths relative to it)."""
+    kept = {Path(k) for k in keep}
+    parents = {p for k in kept for p in k.parents}
+    for path in sorted(work.rglob("*"), reverse=True):  # children before their folders
+        rel = path.relative_to(work)
+        if rel in kept and path.is_file():
+            continue
+        if rel in parents and path.is_dir():
+            with contextlib.suppress(OSError):
+                path.rmdir()  # removed when nothing kept is left under it
+            continue
+        log.warning("removing stale %s from an earlier attempt", path)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _replace_corrupt(final: Path) -> None:
+    try:
+        shutil.rmtree(final)
+    except PermissionError as e:
+        raise PermissionError(
+            e.errno, f"cannot delete the corrupt artifact {final} ({e.strerror}: {e.filename}); delete it by hand"
+        ) from None
+
+
 def cached_artifact(
     kind: str,
     name: str,
@@ -82,12 +144,21 @@ def cached_artifact(
     *,
     root: Path | None = None,
     force: bool = False,
+    keep: Sequence[str] | None = None,
 ) -> Path:
     """Return the sealed artifact folder for `(kind, name, cfg)`, building it with `build(work_dir)` when needed.
 
     `build` writes its files into `work_dir` (which may hold a previous interrupted attempt's files, e.g.
     checkpoints). On success the folder gets `cfg.json` and a manifest and is renamed into place; on failure it
     stays as `<dir>.partial` for the next attempt. A sealed folder that fails verification is rebuilt.
+
+    Args:
+        keep: the files (relative to `work_dir`) that a resumable build reuses from an earlier attempt; everything
+            else in `work_dir` is deleted before `build` runs, so that stale files are never sealed into the
+            artifact. `None` keeps everything (a build that checks its own leftovers, e.g. activation shards).
+
+    Raises:
+        DiskFullError: the disk filled up (one line naming the path).
     """
     final = artifact_dir(kind, name, cfg, root)
     if not force and final.exists() and verify_manifest(final):
@@ -98,14 +169,17 @@ def cached_artifact(
             if not force and verify_manifest(final):
                 return final
             log.warning("artifact %s is %s; recomputing", final, "forced" if force else "corrupt or incomplete")
-            shutil.rmtree(final)
+            _replace_corrupt(final)
         work = partial_dir(final)
-        work.mkdir(parents=True, exist_ok=True)
-        log.info("building %s", final)
-        build(work)
-        atomic_write_json(work / CONFIG, {"kind": kind, "name": name, "config": cfg})
-        write_manifest(work)
-        os.replace(work, final)
+        with disk_full_is_one_line(work):
+            work.mkdir(parents=True, exist_ok=True)
+            if keep is not None:
+                clear_partial(work, keep)
+            log.info("building %s", final)
+            build(work)
+            atomic_write_json(work / CONFIG, {"kind": kind, "name": name, "config": cfg})
+            write_manifest(work)
+            os.replace(work, final)
     return final
 
 
@@ -150,8 +224,14 @@ def cached_result(kind: str, name: str, key: Any, compute: Callable[[], Any]) ->
     def build(work: Path) -> None:
         torch.save(compute(), work / "result.pt")
 
-    folder = cached_artifact(kind, name, key, build)
-    return torch.load(folder / "result.pt", weights_only=False)
+    folder = cached_artifact(kind, name, key, build, keep=())
+    try:
+        return torch.load(folder / "result.pt", weights_only=False)
+    except (AttributeError, ModuleNotFoundError, ImportError, pickle.UnpicklingError, EOFError) as e:
+        # Written by an older saelib whose classes have since moved or changed: recompute, never fail the page.
+        log.warning("cached result %s no longer loads (%s); recomputing", folder, e)
+        folder = cached_artifact(kind, name, key, build, keep=(), force=True)
+        return torch.load(folder / "result.pt", weights_only=False)
 
 
 def load_config(folder: Path) -> dict:

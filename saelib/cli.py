@@ -4,6 +4,10 @@ that the notebooks then read.
     python -m saelib synthetic --scale default --device cuda
     HF_HUB_OFFLINE=1 python -m saelib collect --scale default
     HF_HUB_OFFLINE=1 python -m saelib grid --scale default     # chapter 1's grid: train and score every point
+
+Expected errors (a bad argument, a missing corpus or model, a full disk) print one line naming the parameter or path
+and the fix, and exit with code 2 (bad input) or 1 (a failure while running); the arguments are checked before
+anything is written under the artifact root.
 """
 
 from __future__ import annotations
@@ -11,7 +15,49 @@ from __future__ import annotations
 import argparse
 import logging
 
+import torch
+
 from saelib import config
+
+PROG = "python -m saelib"
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILURE = 1
+
+
+class UsageError(ValueError):
+    """A command-line argument is invalid (exit code 2)."""
+
+
+def check_device(device: str) -> str:
+    """Return `device` if this machine has it (`auto`, `cpu`, `cuda`, `cuda:N`, `mps`), else raise a one-line
+    `UsageError` naming `--device` and the fix."""
+    fix = "use --device cpu or --device auto"
+    if device in ("auto", "cpu"):
+        return device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {device!r} is not a device torch knows; {fix}") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise UsageError(f"--device {device!r}: CUDA is not available on this machine; {fix}")
+        if dev.index is not None and dev.index >= n:
+            raise UsageError(f"--device {device!r}: this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
+        return device
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UsageError(f"--device {device!r}: MPS is not available on this machine; {fix}")
+        return device
+    if dev.type == "cpu":
+        return device
+    raise UsageError(f"--device {device!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of the usage block, exit code 2
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {PROG} --help)\n")
 
 
 def _synthetic(args: argparse.Namespace) -> None:
@@ -30,9 +76,9 @@ def _synthetic(args: argparse.Namespace) -> None:
 
 def _collect(args: argparse.Namespace) -> None:
     from saelib.lm import activations
-    from saelib.lm.config import ACTIVATION_SCALES
+    from saelib.lm.config import activation_config
 
-    store = activations.collect_activations(ACTIVATION_SCALES[args.scale], device=args.device)
+    store = activations.collect_activations(activation_config(args.scale), device=args.device)
     logging.getLogger("saelib").info("activations ready: %s (eval: %d tokens)", store, store.eval.n_tokens)
 
 
@@ -44,10 +90,26 @@ def _grid(args: argparse.Namespace) -> None:
     logging.getLogger("saelib").info("grid %s:\n%s", args.scale, table.to_string())
 
 
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def _exit_code(error: BaseException) -> int:
+    """2 for bad input (an argument, a missing corpus, model or path), 1 for a failure while running."""
+    from saelib.lm.activations import ModelNotAvailableError
+    from saelib.lm.store import ShardError
+
+    if isinstance(error, ShardError):
+        return EXIT_FAILURE
+    if isinstance(error, (ValueError, FileNotFoundError, NotADirectoryError, ModelNotAvailableError)):
+        return EXIT_BAD_INPUT
+    return EXIT_FAILURE
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m saelib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    """Run one command; an expected error prints one line to stderr and exits 2 (bad input) or 1 (runtime)."""
+    parser = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("synthetic", help="train the synthetic chapter's SAEs (and its sweep) into the cache")
     p.add_argument("--scale", default="default", choices=config.SCALES)
@@ -63,8 +125,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(run=_grid)
     args = parser.parse_args(argv)
+    try:
+        check_device(args.device)  # before anything is created under the artifact root
+    except UsageError as e:
+        parser.exit(EXIT_BAD_INPUT, f"{PROG} {args.command}: error: {e}\n")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args.run(args)
+    try:
+        args.run(args)
+    except KeyboardInterrupt:
+        parser.exit(130, f"{PROG} {args.command}: interrupted; rerun the same command to resume\n")
+    except (ValueError, OSError, RuntimeError) as e:
+        logging.getLogger("saelib").debug("%s failed", args.command, exc_info=True)  # the traceback, at DEBUG
+        parser.exit(_exit_code(e), f"{PROG} {args.command}: error: {_one_line(e)}\n")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,13 @@ def check_scale(scale: str) -> str:
     if scale not in SCALES:
         raise ValueError(f"SCALE={scale!r} is not a known scale; choose one of {', '.join(SCALES)}")
     return scale
+
+
+def check_integer(owner: str, **values: int) -> None:
+    """Raise a one-line `ValueError` naming the field unless each value is an integer (`bool` is not one)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{owner}.{name}={value!r} must be an integer, got {type(value).__name__}")
 
 
 def check_positive(owner: str, **values: float) -> None:
@@ -85,6 +93,7 @@ class SAEConfig:
     """Seed of the first SAE; seed `s` of the stack is initialised from `torch.Generator` seeded `seed + s`."""
 
     def __post_init__(self) -> None:
+        check_integer("SAEConfig", d_in=self.d_in, d_sae=self.d_sae, k=self.k, n_seeds=self.n_seeds, seed=self.seed)
         check_positive("SAEConfig", d_in=self.d_in, d_sae=self.d_sae, n_seeds=self.n_seeds)
         if self.variant not in VARIANTS:
             raise ValueError(f"SAEConfig.variant={self.variant!r} is unknown; choose one of {', '.join(VARIANTS)}")
@@ -136,7 +145,11 @@ class TrainConfig:
     Use it for language-model activations, whose scale (hundreds, with outlier dimensions) would otherwise make
     Adam's steps on the biases and thresholds negligible."""
     checkpoint_every: int = 0
-    """Write a checkpoint every this many steps (0: only at the end of an interrupted run's last full step)."""
+    """Write a checkpoint every this many steps (0: only on time, see `checkpoint_seconds`, and when interrupted)."""
+    checkpoint_seconds: float = 300.0
+    """Also write a checkpoint when this many seconds of training passed since the last one (0: never on time),
+    so that a killed run (SIGKILL, out of memory) loses at most this much work. Training that is sent SIGTERM
+    finishes its step, writes a checkpoint and then ends as the signal asks."""
     log_every: int = 50
     """Record training curves every this many steps."""
     device: str = "auto"
@@ -154,6 +167,8 @@ class TrainConfig:
         )
         if self.aux_coefficient < 0 or self.checkpoint_every < 0:
             raise ValueError("TrainConfig.aux_coefficient and checkpoint_every must be >= 0")
+        if not (self.checkpoint_seconds >= 0 and math.isfinite(self.checkpoint_seconds)):
+            raise ValueError(f"TrainConfig.checkpoint_seconds={self.checkpoint_seconds!r} must be a finite number >= 0")
 
     @property
     def n_steps(self) -> int:

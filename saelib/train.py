@@ -12,6 +12,10 @@ import json
 import logging
 import math
 import os
+import shutil
+import signal
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -20,7 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from saelib.cache import cached_artifact
+from saelib.cache import cached_artifact, disk_full_is_one_line
 from saelib.config import SAEConfig, TrainConfig, derive_seed, resolve_device
 from saelib.paths import atomic_write_json
 from saelib.sae import SAE, check_activations, load_sae, save_sae
@@ -130,10 +134,40 @@ def _clip_per_seed_(params: Sequence[Tensor], max_norm: float) -> None:
             g.mul_(scale.view(-1, *([1] * (g.ndim - 1))))
 
 
+CHECKPOINT = "checkpoint.pt"
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
+    """Write `state` to a temporary file beside `path`, then rename it: `path` is a complete checkpoint or
+    absent. The temporary file is removed on every failure; a full disk raises a one-line `DiskFullError`."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        with disk_full_is_one_line(path):
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _clear_stale_tmp(folder: Path) -> None:
+    """Remove `checkpoint.pt.tmp*` files that an interrupted save left behind."""
+    for tmp in folder.glob(f"{CHECKPOINT}.tmp*"):
+        log.warning("removing %s, left by an interrupted checkpoint save", tmp)
+        tmp.unlink(missing_ok=True)
+
+
+def _load_checkpoint(ckpt: Path, device: torch.device) -> dict | None:
+    """The state in `ckpt`, or None (with a warning, the file deleted) when it cannot be read: training then
+    starts over instead of failing on every rerun."""
+    try:
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        if not isinstance(state, dict) or not {"cfg", "train", "sae", "opt", "sched", "step"} <= state.keys():
+            raise ValueError("not a training checkpoint")
+    except Exception as e:  # a truncated, corrupt or foreign file
+        log.warning("discarding unreadable checkpoint %s (%s: %s); training starts over", ckpt, type(e).__name__, e)
+        ckpt.unlink(missing_ok=True)
+        return None
+    return state
 
 
 def train_saes(
@@ -152,14 +186,18 @@ def train_saes(
         cfg: architecture and seeds.
         train: optimisation settings; `train.n_tokens` tokens per seed.
         data: activations `(N, d_in)`, or an object with `batches(batch_size, *, seed)`.
-        checkpoint_dir: where to keep `checkpoint.pt`; a run finding one there resumes from it. A checkpoint is
-            also written when the run is interrupted by an exception (KeyboardInterrupt included).
+        checkpoint_dir: where to keep `checkpoint.pt`; a run finding one there resumes from it (an unreadable one
+            is discarded with a warning). A checkpoint is written every `train.checkpoint_every` steps, every
+            `train.checkpoint_seconds` seconds, when the run is interrupted by an exception (KeyboardInterrupt
+            included), and on SIGTERM (at the end of the current step; the signal then takes its course).
         progress: show a tqdm bar.
         init: start from these weights (an SAE taking raw activations, `init.cfg == cfg`) instead of a fresh
             initialisation, e.g. to fine-tune; the decoder bias then keeps its value instead of the first batch's
             mean. A checkpoint found in `checkpoint_dir` still wins (it does not record `init`).
         train_decoder: False freezes the decoder rows `W_dec` (the encoder and both biases still train).
     """
+    if isinstance(data, Tensor):  # before anything casts them: integer activations are a mistake, not data
+        check_activations(data[:1], cfg.d_in, "data")
     device = resolve_device(train.device)
     n_steps = train.n_steps
     sae = SAE(cfg, device=device).train()
@@ -175,9 +213,11 @@ def train_saes(
     since_fired = torch.zeros(cfg.n_seeds, cfg.d_sae, dtype=torch.long, device=device)
     history: dict[str, Any] = {k: [] for k in ("step", "tokens", "lr", "fvu", "l0", "dead_fraction", "aux_loss")}
     step, resumed = 0, False
-    ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
-    if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+    ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
+    if ckpt is not None and ckpt.parent.is_dir():
+        _clear_stale_tmp(ckpt.parent)
+    state = _load_checkpoint(ckpt, device) if ckpt is not None and ckpt.is_file() else None
+    if ckpt is not None and state is not None:
         if state["cfg"] != dataclasses.asdict(cfg) or state["train"] != train_key(train):
             raise ValueError(f"{ckpt} was written for another configuration; delete it to start over")
         sae.load_state_dict(state["sae"])
@@ -208,16 +248,24 @@ def train_saes(
     if init is not None and not resumed and scale != 1.0:
         sae.fold_input_scale_(1 / scale)  # init takes raw activations; training sees scaled ones
     stream = batch_stream(data, train.batch_size, train.data_seed, start_step=step)
+    last_checkpoint = time.monotonic()
+    terminated: list[int] = []  # SIGTERM received: finish the step, write a checkpoint, then end as asked
+    previous_handler = None  # set while our SIGTERM handler is installed (only with a checkpoint, in the main thread)
+    if ckpt is not None and threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
+        if previous_handler is None:  # installed from C, not Python: restore the default
+            previous_handler = signal.SIG_DFL
     bar = tqdm(total=n_steps, initial=step, disable=not progress, desc=f"train {cfg.n_seeds}x{cfg.variant}-{cfg.d_sae}")
     try:
         for x in stream:
             if step >= n_steps:
                 break
+            if step == 0:
+                check_activations(x, cfg.d_in)  # as given: an integer batch is refused, not cast
             x = x.to(device, torch.float32, non_blocking=True)
             if scale != 1.0:
                 x = x * scale
             if step == 0:
-                check_activations(x, cfg.d_in)
                 if init is None:
                     with torch.no_grad():  # start the decoder bias at the data mean (shared by all seeds)
                         sae.b_dec.copy_(x.mean(0).expand_as(sae.b_dec))
@@ -269,14 +317,26 @@ def train_saes(
                     history["dead_fraction"].append((since_fired >= train.dead_after_tokens).float().mean(-1).tolist())
                     history["aux_loss"].append(aux.tolist())
                 bar.set_postfix(fvu=f"{fvu.mean().item():.3f}")
-            if train.checkpoint_every and step % train.checkpoint_every == 0:
+            due = train.checkpoint_seconds and time.monotonic() - last_checkpoint >= train.checkpoint_seconds
+            if terminated or due or (train.checkpoint_every and step % train.checkpoint_every == 0):
                 checkpoint()
+                last_checkpoint = time.monotonic()
+            if terminated:
+                log.warning("SIGTERM: checkpoint written at step %d/%d; rerun to resume", step, n_steps)
+                signal.signal(signal.SIGTERM, previous_handler)
+                previous_handler = None
+                os.kill(os.getpid(), signal.SIGTERM)  # the previous handler (by default: end the process)
             bar.update(1)
-    except BaseException:
-        checkpoint()
+    except BaseException as error:
+        try:
+            checkpoint()
+        except Exception as e:  # e.g. the disk is full: report the original error, not this one
+            log.warning("could not write a checkpoint after %s: %s", type(error).__name__, e)
         raise
     finally:
         bar.close()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     sae.fold_input_scale_(scale)
     sae.W_dec.requires_grad_(True)
     history["input_scale"] = scale
@@ -286,7 +346,7 @@ def train_saes(
 def train_key(train: TrainConfig) -> dict:
     """The fields of `train` that change results (the device does not)."""
     key = dataclasses.asdict(train)
-    for k in ("device", "checkpoint_every", "log_every"):
+    for k in ("device", "checkpoint_every", "checkpoint_seconds", "log_every"):
         key.pop(k)
     return key
 
@@ -312,12 +372,12 @@ def train_cached(
 
     def build(work: Path) -> None:
         result = train_saes(cfg, train, data, checkpoint_dir=work / "checkpoint", progress=progress)
-        save_sae(result.sae, work / "sae")
-        atomic_write_json(work / "history.json", result.history)
-        (work / "checkpoint" / "checkpoint.pt").unlink(missing_ok=True)
-        if (work / "checkpoint").is_dir():
-            (work / "checkpoint").rmdir()
+        with disk_full_is_one_line(work / "sae"):
+            save_sae(result.sae, work / "sae")
+            atomic_write_json(work / "history.json", result.history)
+        shutil.rmtree(work / "checkpoint", ignore_errors=True)  # whatever is left in it: never sealed
 
-    folder = cached_artifact("saes", name, key, build)
+    # a resumed build reuses its checkpoint only; anything else left in the .partial folder is deleted first
+    folder = cached_artifact("saes", name, key, build, keep=[f"checkpoint/{CHECKPOINT}"])
     history = json.loads((folder / "history.json").read_text())
     return load_sae(folder / "sae", device=resolve_device(train.device)), history

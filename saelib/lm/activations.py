@@ -206,6 +206,16 @@ class LanguageModel:
             handle.remove()
 
 
+def _looks_like_path(name: str) -> bool:
+    """Whether `name` was meant as a local folder rather than a hub name (`org/model` has exactly one `/`)."""
+    return (
+        name.startswith(("/", "./", "../", "~"))
+        or name.count("/") > 1
+        or (os.sep != "/" and os.sep in name)
+        or (os.altsep is not None and os.altsep != "/" and os.altsep in name)
+    )
+
+
 def load_model(
     name: str = PACKAGED_MODEL,
     *,
@@ -225,12 +235,18 @@ def load_model(
 
     Raises:
         ModelNotAvailableError: a hub name that is not cached and cannot be downloaded (one line saying how to get it).
+        FileNotFoundError: `name` is a path (starts with `/`, `./`, `~`, ...) to a folder that does not exist.
     """
     dev = resolve_device(device)
     if local_files_only is None:
         local_files_only = _hub_offline()
     folder = packaged_model_dir(cache_root) if name == PACKAGED_MODEL and backend == "transformers" else name
     local = Path(str(folder)).expanduser().is_dir()
+    if not local and _looks_like_path(str(folder)):
+        raise FileNotFoundError(
+            f"model folder {name!r} does not exist; pass a folder that holds a saved transformers model and its "
+            "tokenizer, or a hub name such as 'gpt2'"
+        )
     hint = (
         f"model {name!r} is not available offline (not in the Hugging Face cache); get it once with network "
         f"(`hf download {name}`, or run without HF_HUB_OFFLINE=1), or pass a local folder that holds it"

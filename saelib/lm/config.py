@@ -1,6 +1,7 @@
 """Configuration of language-model activations: which model, layer, hook and text, and how many tokens.
 
-`ACTIVATION_SCALES` gives one `ActivationConfig` per named scale; chapters build their studies on it.
+`ACTIVATION_SCALES` gives one `ActivationConfig` per named scale (`activation_config(scale)` looks one up with a
+one-line error); chapters build their studies on it.
 """
 
 from __future__ import annotations
@@ -97,3 +98,13 @@ ACTIVATION_SCALES: dict[str, ActivationConfig] = {
     ),
 }
 """`ActivationConfig` per named scale (`smoke`, `default`, `gpu`, `paper`)."""
+
+
+def activation_config(scale: str) -> ActivationConfig:
+    """The `ActivationConfig` of a named scale; an unknown scale raises a one-line `ValueError` listing the scales."""
+    try:
+        return ACTIVATION_SCALES[scale]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"scale={scale!r} has no activation configuration; choose one of {', '.join(ACTIVATION_SCALES)}"
+        ) from None

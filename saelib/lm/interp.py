@@ -17,10 +17,12 @@ triggers).
 from __future__ import annotations
 
 import html
+import http.client
 import json
 import logging
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -309,7 +311,14 @@ class ExplainerConfig:
     max_tokens: int = 256
     """Longest reply."""
     timeout_s: float = 120.0
-    """Seconds to wait for a reply."""
+    """Deadline of one call in seconds, retries and a slowly dripping reply included."""
+    max_retries: int = 4
+    """Retries of a request that failed with HTTP 429, 5xx or a connection error (0: no retry)."""
+    backoff_s: float = 1.0
+    """Wait before the first retry; it doubles with every retry (a `Retry-After` header is honoured up to
+    `backoff_max_s`)."""
+    backoff_max_s: float = 30.0
+    """Longest wait between two attempts."""
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -318,6 +327,10 @@ class ExplainerConfig:
             raise ValueError("ExplainerConfig.model is empty")
         if self.n_explain < 1 or self.n_score < 1:
             raise ValueError("ExplainerConfig.n_explain and n_score must be >= 1")
+        if not self.timeout_s > 0:
+            raise ValueError(f"ExplainerConfig.timeout_s={self.timeout_s!r} must be > 0")
+        if self.max_retries < 0 or self.backoff_s < 0 or self.backoff_max_s < 0:
+            raise ValueError("ExplainerConfig.max_retries, backoff_s and backoff_max_s must be >= 0")
 
     @classmethod
     def from_env(cls, **overrides) -> ExplainerConfig | None:
@@ -329,36 +342,112 @@ class ExplainerConfig:
         return cls(base_url=base.rstrip("/"), model=model, api_key=os.environ.get(ENV_API_KEY) or None, **overrides)
 
     def cache_key(self) -> dict:
-        """Everything that determines the replies, without the key."""
-        return {k: v for k, v in self.__dict__.items() if k != "api_key"}
+        """Everything that determines the replies, without the key (nor the retry settings, which do not)."""
+        return {k: v for k, v in self.__dict__.items() if k not in _NOT_IN_KEY}
+
+
+_NOT_IN_KEY = ("api_key", "max_retries", "backoff_s", "backoff_max_s")
 
 
 class ExplainerError(RuntimeError):
     """The endpoint failed or replied with something that is not a chat completion."""
 
 
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+"""HTTP statuses after which a request is retried (any other 5xx is retried too)."""
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, wait: float | None = None) -> None:
+        super().__init__(reason)
+        self.wait = wait
+
+
+def _retry_after(e: urllib.error.HTTPError) -> float | None:
+    try:
+        return max(0.0, float(e.headers.get("Retry-After", "")))
+    except (TypeError, ValueError):
+        return None
+
+
+def _read_before(resp, deadline: float, url: str) -> bytes:
+    """The body of `resp`, read in pieces with the socket's timeout set to the time left, so that a reply that
+    drips slowly cannot outlast `deadline` (a plain `read()` bounds each socket read only)."""
+    sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
+    parts = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the reply from {url} did not finish before the deadline")
+        if sock is not None:
+            sock.settimeout(left)
+        piece = resp.read1(65536)
+        if not piece:
+            return b"".join(parts)
+        parts.append(piece)
+
+
 def chat_completion(cfg: ExplainerConfig, messages: list[dict]) -> str:
-    """POST `{base_url}/chat/completions` and return the first choice's message content."""
+    """POST `{base_url}/chat/completions` and return the first choice's message content.
+
+    HTTP 429 and 5xx replies and connection errors are retried up to `cfg.max_retries` times with exponential
+    backoff; the whole call, retries and reading the reply included, ends within `cfg.timeout_s` seconds.
+
+    Raises:
+        ExplainerError: the endpoint failed (after the retries), ran past the deadline, or sent something that is
+            not a chat completion with a text content (malformed JSON, `content: null`, ...); one line.
+    """
     body = json.dumps(
         {"model": cfg.model, "messages": messages, "temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
     ).encode()
     headers = {"Content-Type": "application/json"}
     if cfg.api_key:
         headers["Authorization"] = f"Bearer {cfg.api_key}"
-    req = urllib.request.Request(
-        f"{cfg.base_url.rstrip('/')}/chat/completions", data=body, headers=headers, method="POST"
-    )
+    url = f"{cfg.base_url.rstrip('/')}/chat/completions"
+    deadline = time.monotonic() + cfg.timeout_s
+    where = f"explainer endpoint {cfg.base_url}"
+    attempt = 0
+    while True:
+        req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        try:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ExplainerError(f"{where} did not answer within timeout_s={cfg.timeout_s}")
+            try:
+                with urllib.request.urlopen(req, timeout=left) as resp:
+                    raw = _read_before(resp, deadline, url)
+            except urllib.error.HTTPError as e:
+                if e.code in RETRY_STATUS or e.code >= 500:
+                    raise _Retry(f"HTTP {e.code}", _retry_after(e)) from None
+                raise ExplainerError(f"{where} answered HTTP {e.code}") from None
+            except (TimeoutError, OSError) as e:
+                reason = getattr(e, "reason", e)
+                if isinstance(e, TimeoutError) or isinstance(reason, TimeoutError):
+                    raise ExplainerError(f"{where} did not answer within timeout_s={cfg.timeout_s}") from None
+                raise _Retry(f"connection failed: {reason}") from None
+            except http.client.HTTPException as e:  # e.g. the connection closed in the middle of the reply
+                raise _Retry(f"connection failed: {type(e).__name__}") from None
+            break
+        except _Retry as r:
+            attempt += 1
+            wait = min(cfg.backoff_max_s, r.wait if r.wait is not None else cfg.backoff_s * 2 ** (attempt - 1))
+            if attempt > cfg.max_retries:
+                raise ExplainerError(f"{where} failed after {attempt} attempts: {r}") from None
+            if time.monotonic() + wait >= deadline:
+                raise ExplainerError(f"{where} failed ({r}) and timeout_s={cfg.timeout_s} leaves no retry") from None
+            log.info("%s: %s; retry %d/%d in %.2g s", where, r, attempt, cfg.max_retries, wait)
+            time.sleep(wait)
     try:
-        with urllib.request.urlopen(req, timeout=cfg.timeout_s) as resp:
-            reply = json.loads(resp.read().decode())
-    except urllib.error.HTTPError as e:
-        raise ExplainerError(f"explainer endpoint {cfg.base_url} answered HTTP {e.code}") from None
-    except (urllib.error.URLError, TimeoutError, ValueError) as e:
-        raise ExplainerError(f"explainer endpoint {cfg.base_url} failed: {e}") from None
+        reply = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ExplainerError(f"{where} sent a reply that is not JSON: {raw[:80]!r}") from None
     try:
-        return str(reply["choices"][0]["message"]["content"]).strip()
+        content = reply["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
-        raise ExplainerError(f"explainer endpoint {cfg.base_url} sent no choices[0].message.content") from None
+        content = None
+    if not isinstance(content, str):
+        raise ExplainerError(f"{where} sent no text in choices[0].message.content (got {content!r})")
+    return content.strip()
 
 
 EXPLAIN_SYSTEM = (
@@ -461,7 +550,8 @@ def explain_and_score(
 ) -> pd.DataFrame:
     """Explain each of `features` (seed position `seed`) from its even-ranked top contexts and score the explanation
     on its odd-ranked ones against random rows where it does not fire. One row per latent: `latent`,
-    `explanation`, `surface_form` (the explainer's tag) and the `DetectionScore` fields."""
+    `explanation`, `surface_form` (the explainer's tag), the `DetectionScore` fields and `error` (None, or why the
+    explainer failed for this latent: the batch goes on, the latent's explanation is None and its scores NaN)."""
     rng = np.random.default_rng(rng_seed)
     win = {"left": cfg.left, "pad_id": pad_id, "bos_id": bos_id}
     records = []
@@ -470,14 +560,7 @@ def explain_and_score(
         shown, held = rows[0::2][: cfg.n_explain], rows[1::2][: cfg.n_score]
         silent = top.random_rows[~top.random_active[seed, :, f]].numpy()
         if not shown or not held or not len(silent):
-            records.append(
-                {
-                    "latent": int(f),
-                    "explanation": None,
-                    "surface_form": None,
-                    **dict.fromkeys(DetectionScore._fields, np.nan),
-                }
-            )
+            records.append(_failed(f, "too few activating or non-activating contexts"))
             continue
         neg_rows = rng.choice(silent, size=min(len(held), len(silent)), replace=False)
         examples = [
@@ -488,25 +571,43 @@ def explain_and_score(
             )
             for r in shown
         ]
-        explanation = explain_feature(cfg, examples)
+        score_seed = int(rng.integers(1 << 31))  # drawn whatever happens, so that a failure shifts no other latent
 
         def ending_at(r):  # noqa: E306 - a context that ends at the token scored
             b, t, _ = context_window(contexts, int(meta.context[r]), int(meta.position[r]), right=0, **win)
             return render_context(tokenizer, b, t, [], "none")
 
-        score = detection_score(
-            cfg,
-            explanation.text,
-            [ending_at(r) for r in held],
-            [ending_at(int(r)) for r in neg_rows],
-            seed=int(rng.integers(1 << 31)),
-        )
+        try:
+            explanation = explain_feature(cfg, examples)
+            score = detection_score(
+                cfg,
+                explanation.text,
+                [ending_at(r) for r in held],
+                [ending_at(int(r)) for r in neg_rows],
+                seed=score_seed,
+            )
+        except ExplainerError as e:
+            log.warning("latent %d: %s", int(f), e)
+            records.append(_failed(f, str(e)))
+            continue
         records.append(
             {
                 "latent": int(f),
                 "explanation": explanation.text,
                 "surface_form": explanation.surface_form,
                 **score._asdict(),
+                "error": None,
             }
         )
-    return pd.DataFrame(records)
+    return pd.DataFrame(records, columns=["latent", "explanation", "surface_form", *DetectionScore._fields, "error"])
+
+
+def _failed(latent, error: str) -> dict:
+    """The row of a latent that got no explanation, and why."""
+    return {
+        "latent": int(latent),
+        "explanation": None,
+        "surface_form": None,
+        **dict.fromkeys(DetectionScore._fields, np.nan),
+        "error": error,
+    }

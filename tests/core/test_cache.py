@@ -140,3 +140,29 @@ def test_build_locks_live_outside_the_artifact_folders(tmp_path):
 
     folder = cached_artifact("k", "n", {"a": 2}, lambda work: (work / "y.txt").write_text("y"), root=tmp_path)
     assert [p.name for p in (tmp_path / "k").iterdir()] == [folder.name]
+
+
+def test_cached_result_from_an_older_library_is_recomputed(tmp_path, monkeypatch):
+    """A pickled result whose class has since moved (an older saelib wrote it) is rebuilt, not an error."""
+    from saelib import cache
+
+    monkeypatch.setenv("SAELIB_ARTIFACTS", str(tmp_path))
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return 42
+
+    assert cache.cached_result("t", "r", {"a": 1}, compute) == 42
+    real_load = torch.load
+    failures = iter([AttributeError("Can't get attribute 'MaskedSplice' on <module 'saelib.metrics'>")])
+
+    def load_once_broken(*args, **kwargs):
+        err = next(failures, None)
+        if err is not None:
+            raise err
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load_once_broken)
+    assert cache.cached_result("t", "r", {"a": 1}, compute) == 42
+    assert len(calls) == 2  # recomputed once

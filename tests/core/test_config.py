@@ -107,3 +107,19 @@ def test_resolve_device(monkeypatch):
     assert config.resolve_device("auto").type == "cpu"
     monkeypatch.setattr(config.torch.cuda, "is_available", lambda: True)
     assert config.resolve_device("auto").type == "cuda"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"k": 2.5}, "k"), ({"d_in": "16"}, "d_in"), ({"d_sae": 32.0}, "d_sae"), ({"n_seeds": True}, "n_seeds")],
+)
+def test_sae_config_integers_must_be_int(kwargs, field):
+    base = {"d_in": 16, "d_sae": 32, "k": 4}
+    with pytest.raises(ValueError, match=f"SAEConfig.{field}=.*must be an integer"):
+        config.SAEConfig(**{**base, **kwargs})
+
+
+def test_sae_config_accepts_numpy_integers():
+    import numpy as np
+
+    assert config.SAEConfig(d_in=np.int64(16), d_sae=32, k=4).d_in == 16

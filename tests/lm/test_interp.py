@@ -1,10 +1,13 @@
 """Top activations, trigger statistics, readable contexts and the explainer (against a real local HTTP endpoint)."""
 
+import dataclasses
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -209,7 +212,7 @@ def test_explain_and_detect_through_a_local_endpoint(endpoint):
     assert interp.detection_score(cfg, exp.text, ["the cat"], ["the dog"]).balanced_accuracy == 0.5
     FakeChat.mode = "error"
     with pytest.raises(interp.ExplainerError, match="HTTP 500"):
-        interp.explain_feature(cfg, ["x"])
+        interp.explain_feature(dataclasses.replace(cfg, backoff_s=0.001), ["x"])
 
 
 def test_explain_and_score_end_to_end(endpoint):
@@ -232,3 +235,137 @@ def test_explain_and_score_end_to_end(endpoint):
     assert r.n_positive == 2 and r.n_negative == 2
     shown = FakeChat.requests[0]["body"]["messages"][1]["content"]
     assert "<< cat>>" in shown and shown.count("Example") == 2  # the even ranks are shown, the odd ones held out
+
+
+# --- Faults of the endpoint: a scripted server on 127.0.0.1 ------------------------------------------------------
+
+
+def _completion(content) -> bytes:
+    return json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+
+
+class Scripted(BaseHTTPRequestHandler):
+    """Answers each request with the next step of `script`: an HTTP status, `"ok"`, `"null"`, `"garbage"` or
+    `"drip"` (a valid reply sent one byte every 50 ms); `"ok"` once the script is exhausted."""
+
+    script: list = []
+    served: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers["Content-Length"]))
+        step = Scripted.script.pop(0) if Scripted.script else "ok"
+        Scripted.served.append(step)
+        if isinstance(step, int):
+            self.send_response(step)
+            if step == 429:
+                self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = {"ok": _completion("CONTEXT: fine"), "null": _completion(None), "garbage": b"{not json"}.get(
+            step, _completion("CONTEXT: slow")
+        )
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if step == "drip":
+            try:
+                for byte in data:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up at its deadline
+                pass
+        else:
+            self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def scripted():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    Scripted.script, Scripted.served = [], []
+    cfg = interp.ExplainerConfig(
+        f"http://127.0.0.1:{server.server_address[1]}/v1", "m", timeout_s=5, backoff_s=0.001, backoff_max_s=0.01
+    )
+    yield cfg
+    server.shutdown()
+    server.server_close()
+
+
+def test_explainer_retries_5xx_then_succeeds(scripted):
+    Scripted.script = [500, 503, "ok"]
+    assert interp.chat_completion(scripted, []) == "CONTEXT: fine"
+    assert Scripted.served == [500, 503, "ok"]
+
+
+def test_explainer_retries_429_and_gives_up_after_max_retries(scripted):
+    Scripted.script = [429] * 10
+    with pytest.raises(interp.ExplainerError, match=r"failed after 3 attempts: HTTP 429"):
+        interp.chat_completion(dataclasses.replace(scripted, max_retries=2), [])
+    assert Scripted.served == [429] * 3
+
+
+def test_explainer_does_not_retry_a_client_error(scripted):
+    Scripted.script = [400, "ok"]
+    with pytest.raises(interp.ExplainerError, match="HTTP 400"):
+        interp.chat_completion(scripted, [])
+    assert Scripted.served == [400]
+
+
+def test_explainer_retries_connection_errors():
+    import socket
+
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = interp.ExplainerConfig(f"http://127.0.0.1:{port}/v1", "m", timeout_s=5, max_retries=2, backoff_s=0.001)
+    with pytest.raises(interp.ExplainerError, match="failed after 3 attempts: connection failed"):
+        interp.chat_completion(cfg, [])
+
+
+@pytest.mark.parametrize(("step", "match"), [("null", "no text.*None"), ("garbage", "not JSON")])
+def test_null_content_or_malformed_json_is_an_error_not_text(scripted, step, match):
+    Scripted.script = [step]
+    with pytest.raises(interp.ExplainerError, match=match):
+        interp.explain_feature(scripted, ["x"])
+
+
+def test_a_slow_drip_cannot_outlast_the_deadline(scripted):
+    Scripted.script = ["drip"]  # about 60 bytes at 50 ms each: 3 s, each read well inside any per-read timeout
+    start = time.monotonic()
+    with pytest.raises(interp.ExplainerError, match="timeout_s=0.5"):
+        interp.chat_completion(dataclasses.replace(scripted, timeout_s=0.5), [])
+    assert time.monotonic() - start < 1.5
+
+
+def test_retry_settings_are_not_part_of_the_cache_key():
+    a = interp.ExplainerConfig("http://x", "m")
+    assert a.cache_key() == dataclasses.replace(a, max_retries=0, backoff_s=9).cache_key()
+    with pytest.raises(ValueError, match="timeout_s"):
+        interp.ExplainerConfig("http://x", "m", timeout_s=0)
+
+
+def test_explain_and_score_records_failures_and_goes_on(scripted):
+    contexts = np.array([[1, 2, 4, 5, 2, 4, 6, 2, 4, 7, 2, 4, 8]])
+    meta = TokenMetadata(contexts[0, 1:], np.zeros(12, dtype=int), np.arange(1, 13))
+    top = interp.TopActivations(
+        torch.tensor([[[4.0, 4.0], [3.0, 3.0], [2.0, 2.0], [1.0, 1.0]]]),
+        torch.tensor([[[1, 1], [4, 4], [7, 7], [10, 10]]]),
+        torch.tensor([[4, 4]]),
+        torch.tensor([0, 2, 3, 5]),
+        torch.zeros(1, 4, 2, dtype=torch.bool),
+        12,
+    )
+    cfg = dataclasses.replace(scripted, n_explain=2, n_score=2, left=3, max_retries=0)
+    Scripted.script = ["null", "ok", "ok"]  # latent 0's explanation fails; latent 1 is explained and scored
+    df = interp.explain_and_score(cfg, top, meta, contexts, WordTokenizer(), 0, [0, 1], pad_id=0, bos_id=1)
+    assert list(df.latent) == [0, 1] and "error" in df.columns
+    assert pd.isna(df.explanation[0]) and np.isnan(df.balanced_accuracy[0]) and "no text" in df.error[0]
+    assert df.explanation[1] == "fine" and pd.isna(df.error[1]) and df.error.notna().sum() == 1
