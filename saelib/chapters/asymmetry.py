@@ -866,11 +866,19 @@ def summary(result: AsymmetryResult) -> dict[str, float | int | str]:
         out.setdefault(f"detection_{name}", math.nan)
         out.setdefault(f"surface_share_{name}", math.nan)
         out.setdefault(f"explained_n_{name}", 0)
+    errors = result.explanations["error"].dropna() if "error" in result.explanations else pd.Series(dtype=str)
+    out["explanation_failures"] = len(errors)
+    out["explanation_failure_note"] = (
+        f" {len(errors)} of {len(result.explanations)} latents could not be explained or scored (most common reason: "
+        f"{errors.astype(str).value_counts().index[0]}); they are left out of these numbers."
+        if len(errors)
+        else ""
+    )
     out["explanation_sentence"] = (
         f"The explainer tagged {out['surface_share_unstable']:.2f} of the unstable latents' explanations as surface "
         f"forms and {out['surface_share_stable']:.2f} of the stable ones'; detection balanced accuracy "
         f"{out['detection_unstable']:.2f} for unstable and {out['detection_stable']:.2f} for stable latents (0.5 is "
-        "chance)."
+        "chance)." + out["explanation_failure_note"]
         if explained
         else "No explainer endpoint was configured, so this part was not measured."
     )

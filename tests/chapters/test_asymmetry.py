@@ -417,6 +417,27 @@ def test_summary_of_a_result_is_plain_and_glues_every_number():
         and "0.60 for unstable" in with_endpoint["explanation_sentence"]
     )
     assert asymmetry.claims(with_endpoint)[8].verdict == common.HOLDS
+    assert with_endpoint["explanation_failures"] == 0 and with_endpoint["explanation_failure_note"] == ""
+    failed = pd.concat(
+        [
+            expl.assign(error=None),
+            pd.DataFrame(
+                {
+                    "latent": [5],
+                    "label": ["unstable"],
+                    "explanation": [None],
+                    "surface_form": [None],
+                    "balanced_accuracy": [np.nan],
+                    "error": ["HTTP 503 after 4 retries"],
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
+    with_failure = asymmetry.summary(_result("some-model", failed))
+    assert with_failure["explanation_failures"] == 1 and "HTTP 503" in with_failure["explanation_sentence"]
+    assert with_failure["explained_n_unstable"] == 1  # the failed latent is not counted as explained
+    assert with_failure["detection_unstable"] == with_endpoint["detection_unstable"]  # nor does it move the score
 
 
 # --- The study ----------------------------------------------------------------------------------------------------
