@@ -230,9 +230,12 @@ def test_missing_corpus_is_a_clear_error(gpt2_folder, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def gemma(request):
-    # Converted once into the pytest cache (about a minute the first time), shared by test modules and runs.
-    return A.load_model(device="cpu", cache_root=request.config.cache.mkdir("saelib-artifacts"))
+def gemma(request, tmp_path_factory):
+    # Converted once into the pytest cache (about a minute the first time), shared by test modules and runs; with
+    # the cache plugin off (`-p no:cacheprovider`), into a temporary folder of this run.
+    cache = getattr(request.config, "cache", None)
+    root = cache.mkdir("saelib-artifacts") if cache is not None else tmp_path_factory.mktemp("saelib-artifacts")
+    return A.load_model(device="cpu", cache_root=root)
 
 
 @pytest.mark.slow
