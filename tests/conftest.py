@@ -38,3 +38,14 @@ def tiny_contexts(tiny_lm):
     ctx = corpus.tokenize_contexts(docs, tiny_lm.tokenizer, context_len=20, min_tail=4)[:5].copy()
     ctx[-1, 12:] = tiny_lm.pad_id
     return ctx
+
+
+@pytest.fixture(scope="session")
+def gemma(request, tmp_path_factory):
+    """The packaged Gemma 3 270M, converted once into the pytest cache (about a minute the first time) and shared by
+    test modules and runs; with the cache plugin off (`-p no:cacheprovider`), into a temporary folder of this run."""
+    from saelib.lm import activations as A
+
+    cache = getattr(request.config, "cache", None)
+    root = cache.mkdir("saelib-artifacts") if cache is not None else tmp_path_factory.mktemp("saelib-artifacts")
+    return A.load_model(device="cpu", cache_root=root)

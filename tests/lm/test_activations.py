@@ -229,15 +229,6 @@ def test_missing_corpus_is_a_clear_error(gpt2_folder, tmp_path):
 # --- the packaged Gemma 3 270M ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def gemma(request, tmp_path_factory):
-    # Converted once into the pytest cache (about a minute the first time), shared by test modules and runs; with
-    # the cache plugin off (`-p no:cacheprovider`), into a temporary folder of this run.
-    cache = getattr(request.config, "cache", None)
-    root = cache.mkdir("saelib-artifacts") if cache is not None else tmp_path_factory.mktemp("saelib-artifacts")
-    return A.load_model(device="cpu", cache_root=root)
-
-
 @pytest.mark.slow
 def test_packaged_gemma_shape_and_hooks(gemma):
     assert (gemma.n_layers, gemma.d_model, gemma.model.config.vocab_size) == (18, 640, 262_144)

@@ -110,8 +110,8 @@ def test_bad_reconstruction_shape_and_layer(tiny, contexts):
 
 
 @pytest.mark.slow
-def test_packaged_gemma_identity_splice_equals_direct_loss(request):
-    lm = A.load_model(device="cpu", cache_root=request.config.cache.mkdir("saelib-artifacts"))
+def test_packaged_gemma_identity_splice_equals_direct_loss(gemma):
+    lm = gemma
     docs = corpus.load_documents("fixture")
     ctx = corpus.tokenize_contexts(docs, lm.tokenizer, context_len=24)[:2]
     m = splice.spliced_ce(lm, ctx, lambda x: torch.stack([x, torch.zeros_like(x)]), layer=6)
