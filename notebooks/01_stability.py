@@ -82,7 +82,7 @@ result.table
 
 # %%
 ax = plots.stability.plot_stability_distribution(result.split.stability, result.split.label, result.null.null_stability)
-ax.set_title(f"{result.reference.name}, {study.grid.n_seeds} seeds")
+_ = ax.set_title(f"{result.reference.name}, {study.grid.n_seeds} seeds")
 
 # %% [markdown]
 # **Figure 1.** Share of all alive latents of {glue:text}`ref_name` (every seed) at each stability value (with S
@@ -150,8 +150,8 @@ fig.tight_layout()
 ax = plots.stability.plot_stability_vs_frequency(result.latents)
 
 # %% [markdown]
-# **Figure 4.** Per-feature stability of every alive latent of {glue:text}`ref_name` (all seeds) against its firing
-# frequency on held-out tokens, with the mean per frequency bin.
+# **Figure 4.** Per-feature stability of every alive latent of {glue:text}`ref_name` (all seeds, coloured by label)
+# against its firing frequency on held-out tokens (log scale), with the mean per frequency bin.
 #
 # The Spearman correlation between stability and frequency is {glue:text}`freq_rho:.2f`; the median frequency of
 # stable latents is {glue:text}`freq_stable:.2e` and of unstable ones {glue:text}`freq_unstable:.2e`.

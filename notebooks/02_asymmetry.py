@@ -158,7 +158,7 @@ axes = plots.asymmetry.figure_marginal(result.marginal)
 # %% [markdown]
 # **Figure 4.** Loss change when one latent is ablated, against its stability: expected change per token (left)
 # and per firing of the latent (right); one point per sampled latent, the line joins the means per level
-# (symmetric log scale).
+# (symmetric log scale where the changes span more than two decades).
 
 # %% [markdown]
 # ## Surface-form triggers

@@ -161,9 +161,9 @@ ax = plots.geometry.plot_coverage(ref["shares"])
 result.coverage
 
 # %% [markdown]
-# **Figure 4 and Table 4.** Left: distribution of the share of each direction of seed 1 inside seed 0's unstable
-# span (90%-energy rank), per set. Table: mean share over all ordered seed pairs and draws, at each rank of seed A's
-# span.
+# **Figure 4 and Table 4.** Figure: cumulative distribution of the share of each direction of seed 1 inside seed 0's
+# unstable span (90%-energy rank), per set. Table: mean share over all ordered seed pairs and draws, at each rank
+# of seed A's span.
 
 # %% [markdown]
 # ## (4) Groups: unmatched one by one, matched as a span

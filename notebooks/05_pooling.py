@@ -87,9 +87,9 @@ ax = plots.pooling.plot_match_survival(result.samples, tau=study.grid.stability.
 
 # %% [markdown]
 # **Figure 1.** For every alive latent of one SAE, the cosine of its best match among the decoder rows of the other
-# SAE of its pair (pairs of standard seeds; the two pooled SAEs; the two standard seeds at the larger size): the share
-# of latents with a match at least this similar. At $\tau$ (dashed) the curve reads off the mean per-feature
-# stability between two SAEs.
+# SAE of its pair (pairs of standard seeds; the two pooled SAEs; the two pooled SAEs of the larger size; the two
+# standard seeds at the larger size): the share of latents with a match at least this similar. At $\tau$ (dashed)
+# the curve reads off the mean per-feature stability between two SAEs.
 
 # %% [markdown]
 # ## Stability of pooled SAEs

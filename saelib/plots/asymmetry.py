@@ -39,7 +39,10 @@ def plot_cut_bars(table: pd.DataFrame, metric: str, ax: Axes | None = None, ylab
         if len(v):
             ax.axhline(float(v.iloc[0]), c="k", ls=style, lw=0.9, label=cut)
     ax.set(xlabel="", ylabel=ylabel or metric)
-    ax.legend(fontsize="small", title=None, loc="best")
+    # One word a line, so that the labels do not run into each other in half a page's width.
+    ax.set_xticks(range(len(order)), [c.replace(" ", "\n") for c in order])
+    # Below the axes: inside, the legend sat on bars that reach from 0 to the full SAE's score.
+    ax.legend(fontsize="small", title=None, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
     return ax
 
 
@@ -73,7 +76,8 @@ def plot_marginal_vs_stability(
     df: pd.DataFrame, y: str = "delta_loss_per_token", ax: Axes | None = None, ylabel: str | None = None
 ) -> Axes:
     """Loss change when one latent is ablated against that latent's stability: one point per latent (coloured by
-    label, jittered along x), and the mean per stability level."""
+    label, jittered along x), and the mean per stability level; symmetric log scale where the changes span more than
+    two decades, linear otherwise."""
     ax = axes_or_new(ax)
     d = df.dropna(subset=[y, "stability"])
     rng = np.random.default_rng(0)
@@ -85,7 +89,8 @@ def plot_marginal_vs_stability(
     means = d.groupby("stability")[y].mean()
     ax.plot(means.index, means.values, "-", c="k", lw=1, label="mean per level")
     nonzero = d[y].abs()[d[y] != 0]
-    ax.set_yscale("symlog", linthresh=float(nonzero.min()) if len(nonzero) else 1e-6)
+    if len(nonzero) and nonzero.max() > 100 * nonzero.min():  # symlog only where the values span decades
+        ax.set_yscale("symlog", linthresh=float(nonzero.min()))  # (on less, symlog draws no y tick at all)
     ax.set(xlabel="per-feature stability", ylabel=ylabel or y.replace("_", " "), xlim=(-0.05, 1.05))
     ax.legend(fontsize="small")
     return ax

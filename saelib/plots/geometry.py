@@ -266,4 +266,6 @@ def plot_grid_geometry(points: pd.DataFrame, spec: str, axes=None):
         ylabel="90%-energy rank of the unstable set / d",
     )
     plot_geometry_by_size(points, "grouped_share", ax=axes[2], ylabel="share of unstable latents in a group")
+    axes[0].set_ylim(0, 1.02)  # an overlap and a share: in [0, 1]
+    axes[2].set_ylim(-0.02, 1.02)
     return axes

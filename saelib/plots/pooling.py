@@ -20,9 +20,10 @@ def plot_match_survival(samples: dict[str, np.ndarray], tau: float | None = None
     at x = tau the curve is the mean per-feature stability between two SAEs."""
     ax = axes_or_new(ax)
     colors = sns.color_palette("colorblind", len(samples))
-    for (label, v), c in zip(samples.items(), colors, strict=True):
+    styles = ["-", "-.", ":", (0, (3, 1, 1, 1, 1, 1))]  # besides colour (orange and vermilion are close); tau: dashed
+    for i, ((label, v), c) in enumerate(zip(samples.items(), colors, strict=True)):
         v = np.sort(np.asarray(v, dtype=float)[~np.isnan(v)])
-        ax.step(v, 1 - np.arange(len(v)) / len(v), where="post", c=c, label=label)
+        ax.step(v, 1 - np.arange(len(v)) / len(v), where="post", c=c, ls=styles[i % len(styles)], label=label)
     if tau is not None:
         ax.axvline(tau, ls="--", c="k", lw=0.8, label=f"tau = {tau}")
     ax.set(
@@ -31,7 +32,7 @@ def plot_match_survival(samples: dict[str, np.ndarray], tau: float | None = None
         xlim=(0, 1.01),
         ylim=(0, 1.02),
     )
-    ax.legend(fontsize="small", loc="lower left")
+    ax.legend(fontsize="small", loc="upper right")  # curves fall from (0, 1): the upper right stays empty
     return ax
 
 
@@ -42,7 +43,8 @@ def plot_stability_vs_ev(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
         table, x="explained_variance", y="stability", hue="sae", style="sae", s=70, ax=ax, palette="colorblind"
     )
     ax.set(xlabel="explained variance (held-out tokens)", ylabel="mean per-feature stability", ylim=(-0.02, 1.02))
-    ax.legend(fontsize="small", title=None, loc="lower right")
+    # Outside the axes: briefly trained SAEs sit at stability 0, all along the bottom, where a legend inside would fall.
+    ax.legend(fontsize="small", title=None, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
 
 

@@ -12,7 +12,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from torch import Tensor
 
-from saelib.plots.theme import PALETTE, axes_or_new, plot_stability_hist
+from saelib.plots.theme import LABEL_ORDER, PALETTE, axes_or_new, plot_stability_hist
 from saelib.stability import LABEL_NAMES
 
 
@@ -36,7 +36,8 @@ def plot_stability_distribution(
 def plot_grid_stability(
     table: pd.DataFrame, y: str = "mean_stability", null: str | None = "null_stability", ax: Axes | None = None
 ) -> Axes:
-    """A score of every grid point against dictionary size: one line per (layer, variant), the null dotted."""
+    """A score in [0, 1] of every grid point against dictionary size: one line per (layer, variant), the null
+    dotted."""
     ax = axes_or_new(ax)
     styles = dict(zip(sorted(table.variant.unique()), ["-o", "--s", "-.^", ":D"]))
     colors = dict(zip(sorted(table.layer.unique()), sns.color_palette("colorblind", table.layer.nunique())))
@@ -45,7 +46,7 @@ def plot_grid_stability(
     if null is not None and null in table:
         nulls = table.groupby("d_sae")[null].mean()
         ax.plot(nulls.index, nulls.values, ":", c=PALETTE["null"], label="null (untrained)")
-    ax.set(xscale="log", xlabel="dictionary size d_sae", ylabel=y.replace("_", " "))
+    ax.set(xscale="log", xlabel="dictionary size d_sae", ylabel=y.replace("_", " "), ylim=(-0.02, 1.02))
     ax.set_xticks(sorted(table.d_sae.unique()), [str(d) for d in sorted(table.d_sae.unique())])
     ax.minorticks_off()
     ax.legend(fontsize="small")
@@ -78,7 +79,8 @@ def plot_reference_sweep(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
 
 
 def plot_stability_vs_frequency(latents: pd.DataFrame, ax: Axes | None = None) -> Axes:
-    """Per-feature stability against firing frequency (log), latents as points, the binned mean as a line."""
+    """Per-feature stability against firing frequency (log), latents as points coloured by label (in the legend),
+    the binned mean as a line."""
     ax = axes_or_new(ax)
     df = latents[latents.frequency > 0]
     jitter = np.random.default_rng(0).uniform(-0.02, 0.02, len(df))
@@ -89,6 +91,8 @@ def plot_stability_vs_frequency(latents: pd.DataFrame, ax: Axes | None = None) -
     binned = df.groupby(mid, observed=True).stability.mean()
     centers = [np.sqrt(iv.left * iv.right) if iv.left > 0 else iv.right for iv in binned.index]
     ax.plot(centers, binned.values, "-o", c="k", label="mean per frequency bin")
+    for lab in [lab for lab in LABEL_ORDER if (df.label == lab).any()]:  # a key for the points' colours
+        ax.scatter([], [], s=12, c=PALETTE[lab], label=lab)
     ax.set(
         xscale="log", xlabel="firing frequency (held-out tokens)", ylabel="per-feature stability", ylim=(-0.05, 1.05)
     )

@@ -63,6 +63,6 @@ def plot_sweep(df: pd.DataFrame, knob: str, ax: Axes | None = None) -> Axes:
     for col, label, color, style in series:
         if col in df:
             ax.plot(df[knob], df[col], style, c=color, label=label)
-    ax.set(xlabel=knob.replace("_", " "), ylabel="score", ylim=(-0.02, 1.05))
-    ax.legend(fontsize="small", loc="lower left")
+    ax.set(xlabel=knob.replace("_", " "), ylabel="score", ylim=(-0.02, 1.05), xticks=list(df[knob]))
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a line
     return ax
