@@ -124,3 +124,39 @@ def planted_planes(d=32, noise=4, seed=0):
         rows.append(torch.stack(feats))
         truth.append(labels)
     return torch.stack(rows), torch.tensor(truth)
+
+
+def tiny_grid_study(folder, layers=(0, 2), **overrides):
+    """A `GridStudy` on the tiny GPT-2 saved in `folder`: the fixture text, 800 training tokens per layer, 3 seeds of
+    TopK SAEs of 16 and 48 latents (reference: the last layer, 48 latents), trained in seconds on CPU."""
+    from saelib.chapters.grid import GridStudy
+    from saelib.config import TrainConfig
+    from saelib.lm.config import ActivationConfig
+
+    acts = tuple(
+        ActivationConfig(
+            model=str(folder),
+            layer=layer,
+            corpus="fixture",
+            context_len=32,
+            n_train_tokens=800,
+            n_eval_contexts=4,
+            contexts_per_shard=8,
+            batch_contexts=4,
+        )
+        for layer in layers
+    )
+    train = TrainConfig(
+        n_tokens=1_600, batch_size=128, lr=3e-3, normalize_activations=True, dead_after_tokens=800, device="cpu"
+    )
+    base = dict(
+        variants=("topk",),
+        sizes=(16, 48),
+        k=4,
+        n_seeds=3,
+        reference=(layers[-1], "topk", 48),
+        n_ce_contexts=1,
+        thresholds=(0.7,),
+        train=train,
+    )
+    return GridStudy(acts, **(base | overrides))

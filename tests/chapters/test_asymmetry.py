@@ -9,15 +9,13 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import make_tiny_model, tiny_sae
+from helpers import make_tiny_model, tiny_grid_study, tiny_sae
 
 from saelib.chapters import asymmetry, common, grid
 from saelib.chapters.asymmetry import AsymmetryStudy
 from saelib.chapters.grid import FeatureSplit, GridEntry, GridStudy
-from saelib.config import TrainConfig
 from saelib.lm import splice
 from saelib.lm.activations import valid_positions
-from saelib.lm.config import ActivationConfig
 from saelib.metrics import FeatureActivationStats
 from saelib.stability import DEAD, INTERMEDIATE, STABLE, UNSTABLE
 
@@ -533,31 +531,7 @@ def tiny_folder(tmp_path_factory):
 
 
 def _tiny_study(folder, **kw) -> AsymmetryStudy:
-    acts = (
-        ActivationConfig(
-            model=folder,
-            layer=2,
-            corpus="fixture",
-            context_len=32,
-            n_train_tokens=800,
-            n_eval_contexts=4,
-            contexts_per_shard=8,
-            batch_contexts=4,
-        ),
-    )
-    g = GridStudy(
-        acts,
-        variants=("topk",),
-        sizes=(48,),
-        k=4,
-        n_seeds=3,
-        reference=(2, "topk", 48),
-        n_ce_contexts=2,
-        thresholds=(0.5,),
-        train=TrainConfig(
-            n_tokens=1_600, batch_size=128, lr=3e-3, normalize_activations=True, dead_after_tokens=800, device="cpu"
-        ),
-    )
+    g = tiny_grid_study(folder, layers=(2,), sizes=(48,), n_ce_contexts=2, thresholds=(0.5,))
     base = dict(
         control_draws=2,
         ce_control_draws=1,

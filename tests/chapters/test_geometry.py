@@ -7,16 +7,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import make_tiny_model
+from helpers import make_tiny_model, tiny_grid_study
 from helpers import planted_planes as planted
 
 from saelib import subspace as sp
 from saelib import train
 from saelib.chapters import common, geometry, grid
-from saelib.chapters.grid import FeatureSplit, GridStudy
-from saelib.config import TrainConfig
+from saelib.chapters.grid import FeatureSplit
 from saelib.groups import GroupConfig
-from saelib.lm.config import ActivationConfig
 from saelib.stability import DEAD, INTERMEDIATE, STABLE, UNSTABLE
 
 
@@ -316,32 +314,7 @@ def test_claims_verdicts_flip_with_the_numbers_and_quote_the_paper():
 @pytest.mark.slow
 def test_run_on_a_tiny_grid_caches_every_point(tmp_path, monkeypatch, _artifacts_in_tmp):
     folder = str(make_tiny_model(tmp_path / "gpt2", "gpt2", n_layers=3, d=32))
-    acts = tuple(
-        ActivationConfig(
-            model=folder,
-            layer=layer,
-            corpus="fixture",
-            context_len=32,
-            n_train_tokens=800,
-            n_eval_contexts=4,
-            contexts_per_shard=8,
-            batch_contexts=4,
-        )
-        for layer in (0, 2)
-    )
-    tiny = GridStudy(
-        acts,
-        variants=("topk",),
-        sizes=(16, 48),
-        k=4,
-        n_seeds=3,
-        reference=(2, "topk", 48),
-        n_ce_contexts=1,
-        thresholds=(0.7,),
-        train=TrainConfig(
-            n_tokens=1_600, batch_size=128, lr=3e-3, normalize_activations=True, dead_after_tokens=800, device="cpu"
-        ),
-    )
+    tiny = tiny_grid_study(folder)
     st = geometry.study("smoke", "cpu", grid=tiny)
     result = geometry.run(st)
     entries = grid.grid_entries(tiny)

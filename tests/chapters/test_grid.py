@@ -5,14 +5,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from helpers import make_tiny_model
+from helpers import make_tiny_model, tiny_grid_study
 
 from saelib import stability, train
 from saelib.chapters import grid
 from saelib.chapters.grid import GridStudy
-from saelib.config import TrainConfig
 from saelib.lm.activations import load_model
-from saelib.lm.config import ActivationConfig
 
 
 @pytest.fixture(scope="module")
@@ -21,31 +19,8 @@ def folder(tmp_path_factory):
 
 
 def _study(folder, **kw) -> GridStudy:
-    acts = tuple(
-        ActivationConfig(
-            model=folder,
-            layer=layer,
-            corpus="fixture",
-            context_len=32,
-            n_train_tokens=800,
-            n_eval_contexts=4,
-            contexts_per_shard=8,
-            batch_contexts=4,
-        )
-        for layer in (0, 2)
-    )
-    base = dict(
-        sizes=(16, 48),
-        k=4,
-        n_seeds=3,
-        reference=(2, "topk", 48),
-        n_ce_contexts=2,
-        thresholds=(0.5, 0.9),
-        train=TrainConfig(
-            n_tokens=1_600, batch_size=128, lr=3e-3, normalize_activations=True, dead_after_tokens=800, device="cpu"
-        ),
-    )
-    return GridStudy(acts, **(base | kw))
+    base = {"variants": ("topk", "batchtopk"), "n_ce_contexts": 2, "thresholds": (0.5, 0.9)}
+    return tiny_grid_study(folder, **(base | kw))
 
 
 @pytest.mark.slow

@@ -247,38 +247,10 @@ def test_figure_one_shows_shares_of_all_alive_latents():
 
 @pytest.mark.slow
 def test_run_on_a_tiny_grid(tmp_path):
-    from helpers import make_tiny_model
-
-    from saelib.config import TrainConfig
-    from saelib.lm.config import ActivationConfig
+    from helpers import make_tiny_model, tiny_grid_study
 
     folder = str(make_tiny_model(tmp_path / "gpt2", "gpt2", n_layers=3, d=32))
-    acts = (
-        ActivationConfig(
-            model=folder,
-            layer=2,
-            corpus="fixture",
-            context_len=32,
-            n_train_tokens=800,
-            n_eval_contexts=4,
-            contexts_per_shard=8,
-            batch_contexts=4,
-        ),
-    )
-    train = TrainConfig(
-        n_tokens=1_600, batch_size=128, lr=3e-3, normalize_activations=True, dead_after_tokens=800, device="cpu"
-    )
-    g = grid.GridStudy(
-        acts,
-        variants=("topk",),
-        sizes=(16, 48),
-        k=4,
-        n_seeds=3,
-        reference=(2, "topk", 48),
-        n_ce_contexts=1,
-        thresholds=(0.5, 0.9),
-        train=train,
-    )
+    g = tiny_grid_study(folder, layers=(2,), thresholds=(0.5, 0.9))
     result = chapter.run(chapter.StabilityStudy(g, compare_k=8, n_draws=2), progress=False)
     split, table = result.split, result.table
     assert len(table) == 2 and result.reference == GridEntry(2, "topk", 48)
