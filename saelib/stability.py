@@ -390,3 +390,76 @@ def direction_stability(directions: Tensor, cfg: StabilityConfig | None = None) 
     cfg = cfg or StabilityConfig()
     max_cos, _ = cross_seed_max_cosine([directions], chunk_size=cfg.chunk_size)
     return _stability(max_cos, cfg)
+
+
+# --- The paper's estimator: one anchor seed against N others ------------------------------------------------------
+
+
+class AnchorStability(NamedTuple):
+    """`anchor_stability`'s result for the anchor seed's latents."""
+
+    p: Tensor
+    """`(F,)` share of the N comparison seeds holding a match (NaN for a dead anchor latent)."""
+    max_cos: Tensor
+    """`(N, F)` the anchor latent's best decoder cosine in each comparison seed (many-to-one argmax)."""
+    label: Tensor
+    """`(F,)` int8 endpoint labels (`endpoint_labels`)."""
+    comparisons: list[int]
+    """The N comparison seeds, in the order of `max_cos`'s rows."""
+
+
+def anchor_stability(
+    directions: Tensor,
+    anchor: int = 0,
+    *,
+    threshold: float = 0.7,
+    epsilon: float = 0.05,
+    alive: Tensor | None = None,
+    chunk_size: int = 4096,
+) -> AnchorStability:
+    """The paper's per-feature estimator (arXiv 2606.12138, as reported by a secondary source): each latent of the
+    `anchor` seed is matched in each of the other N seeds by its argmax decoder cosine (many-to-one: two anchor
+    latents may share a partner), a match when that cosine is >= `threshold`; `p_i = matches / N`.
+
+    Cost: N products of `(F, d) x (d, F)`, against `S (S - 1) / 2` for the all-pairs estimator of
+    `feature_stability`, in blocks of `chunk_size` rows (memory O(chunk_size * F)).
+
+    Args:
+        directions: `(S, F, d)` decoder rows of S >= 2 seeds (`SAE.decoder_directions()`).
+        anchor: the anchor seed's position.
+        threshold: tau.
+        epsilon: endpoint labels: stable when `p >= 1 - epsilon`, unstable when `p <= epsilon`.
+        alive: `(S, F)` bool; dead latents are never a match, and a dead anchor latent gets NaN and `DEAD`.
+    """
+    S, F, _ = directions.shape
+    if S < 2:
+        raise ValueError("anchor_stability needs at least 2 seeds")
+    if not 0 <= anchor < S:
+        raise ValueError(f"anchor={anchor} must lie in [0, {S})")
+    dirs = unit_rows(directions.float())
+    comparisons = [t for t in range(S) if t != anchor]
+    best = torch.full((len(comparisons), F), -torch.inf, device=dirs.device)
+    for n, t in enumerate(comparisons):
+        other = dirs[t] if alive is None else dirs[t][alive[t].to(dirs.device)]
+        if len(other) == 0:
+            continue
+        for lo in range(0, F, chunk_size):
+            best[n, lo : lo + chunk_size] = (dirs[anchor, lo : lo + chunk_size] @ other.T).amax(1)  # (B,)
+    p = (best >= threshold).float().mean(0)
+    if alive is not None:
+        dead = ~alive[anchor].to(p.device)
+        p[dead] = torch.nan
+        best[:, dead] = torch.nan
+    return AnchorStability(p, best, endpoint_labels(p, epsilon), comparisons)
+
+
+def endpoint_labels(p: Tensor, epsilon: float = 0.05) -> Tensor:
+    """The paper's endpoint binarisation: `STABLE` where `p >= 1 - epsilon`, `UNSTABLE` where `p <= epsilon`,
+    `INTERMEDIATE` (left out of stable-vs-unstable comparisons) in between, `DEAD` where p is NaN."""
+    if not 0 <= epsilon < 0.5:
+        raise ValueError(f"epsilon={epsilon} must lie in [0, 0.5)")
+    label = torch.full(p.shape, INTERMEDIATE, dtype=torch.int8, device=p.device)
+    label[p >= 1 - epsilon - 1e-9] = STABLE
+    label[p <= epsilon + 1e-9] = UNSTABLE
+    label[torch.isnan(p)] = DEAD
+    return label
