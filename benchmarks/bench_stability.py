@@ -8,7 +8,7 @@
    `(d_sae, d_in) x (d_in, d_sae)` in float32 that it needs (into a preallocated output, so the bound pays no
    allocation). Rows with all latents alive and with a share `--dead` of dead latents.
 2. Hungarian matching of one seed pair: dense `scipy.optimize.linear_sum_assignment` against
-   `stability.sparse_hungarian_match` on the k-nearest-neighbour graph, on random unit directions and on a "shared"
+   `matching.sparse_hungarian_match` on the k-nearest-neighbour graph, on random unit directions and on a "shared"
    pair (80% of the second seed's directions are the first seed's, permuted, plus noise; the rest are new).
    Agreement is the share of rows matched to the same column by both.
 
@@ -27,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-from saelib import stability
+from saelib import matching, stability
 
 
 def _time(fn) -> float:
@@ -98,7 +98,7 @@ def _pair(F: int, d_in: int, case: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def bench_matching(a: argparse.Namespace) -> None:
     count = _Count()
-    logging.getLogger("saelib.stability").addHandler(count)
+    logging.getLogger("saelib.matching").addHandler(count)
     print(
         f"| {'pair':<6} | {'d_sae':>6} | {'k':>3} | {'dense s':>7} | {'sparse s':>8} | {'speedup':>7} | "
         f"{'agreement':>9} | {'mean cos dense':>14} | {'mean cos sparse':>15} | {'fallback':>8} |"
@@ -110,12 +110,12 @@ def bench_matching(a: argparse.Namespace) -> None:
         fallbacks = dict.fromkeys(a.ks, 0)
         for _ in range(a.repeats):  # interleaved, best of repeats
             t = time.perf_counter()
-            dense = stability.hungarian_match(x, y, method="dense")
+            dense = matching.hungarian_match(x, y, method="dense")
             t_dense = min(t_dense, time.perf_counter() - t)
             for k in a.ks:
                 before = count.n
                 t = time.perf_counter()
-                res[k] = stability.sparse_hungarian_match(x, y, k=k)
+                res[k] = matching.sparse_hungarian_match(x, y, k=k)
                 t_sparse[k] = min(t_sparse[k], time.perf_counter() - t)
                 fallbacks[k] += count.n - before
         for k in a.ks:

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from saelib import stability
+from saelib import matching, stability
 from saelib.cache import artifact_dir, cached_artifact, verify_manifest
 from saelib.chapters.common import preset
 from saelib.config import VARIANTS, SAEConfig, StabilityConfig, TrainConfig, check_fraction, check_positive
@@ -339,14 +339,14 @@ def score_sae(
         "l0": ev.l0.tolist(),
         "dead_fraction": ev.dead_fraction.tolist(),
         "n_eval_tokens": ev.n_tokens,
-        "pairs": stability.seed_pair_scores(sae, cfg.threshold).to_dict("records"),
+        "pairs": matching.seed_pair_scores(sae, cfg.threshold).to_dict("records"),
     }
     null = stability.null_sae(sae)
     null_fs = stability.feature_stability(null, cfg)
     out["null_untrained"] = {
         "mean_stability": float(null_fs.stability.nanmean()),
         "mean_max_cos": float(null_fs.mean_max_cos.nanmean()),
-        "pairs": stability.seed_pair_scores(null, cfg.threshold).to_dict("records"),
+        "pairs": matching.seed_pair_scores(null, cfg.threshold).to_dict("records"),
     }
     gen = torch.Generator().manual_seed(0)
     cov = activation_covariance(store)

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from saelib import stability
+from saelib import matching, stability
 from saelib.cache import cached_result
 from saelib.chapters import grid
 from saelib.chapters.common import Claim, claim, preset
@@ -191,7 +191,7 @@ def reference_null(study: GridStudy, entry: GridEntry) -> ReferenceNull:
     def compute() -> ReferenceNull:
         sae, _ = grid.train_entry(study, entry, progress=False)
         null = stability.feature_stability(stability.null_sae(sae), study.stability).stability.cpu()
-        pairs = stability.seed_pair_scores(sae, study.stability.threshold)
+        pairs = matching.seed_pair_scores(sae, study.stability.threshold)
         return ReferenceNull(null, float(pairs.decoder_shared.mean()), float(pairs.encoder_shared.mean()))
 
     key = {"grid": grid.score_key(study, entry), "version": VERSION}

@@ -24,9 +24,10 @@ from saelib import subspace
 from saelib.cache import cached_result
 from saelib.chapters.common import NOT_REPORTED, Claim, claim, preset
 from saelib.config import SAEConfig, StabilityConfig, SyntheticConfig, TrainConfig
+from saelib.matching import hungarian_match
 from saelib.metrics import evaluate_sae
 from saelib.sae import SAE
-from saelib.stability import LABEL_NAMES, feature_stability, hungarian_match, null_sae
+from saelib.stability import LABEL_NAMES, feature_stability, null_sae
 from saelib.subspace import RandomBaseline
 from saelib.synthetic import (
     GENERATOR_VERSION,

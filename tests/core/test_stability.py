@@ -3,6 +3,7 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from saelib import matching
 from saelib import stability as st
 from saelib.config import SAEConfig, StabilityConfig
 from saelib.sae import SAE
@@ -31,8 +32,8 @@ def test_copies_score_one_everywhere(one, permute):
     fs = st.feature_stability(sae, StabilityConfig(threshold=0.99, similarity="min"))
     assert torch.all(fs.stability == 1) and torch.all(fs.label == st.STABLE)
     torch.testing.assert_close(fs.mean_max_cos, torch.ones(4, 64))
-    assert st.pw_mcc(sae) == pytest.approx(1.0)
-    assert np.allclose(st.pairwise_shared_fraction(sae), 1.0)
+    assert matching.pw_mcc(sae) == pytest.approx(1.0)
+    assert np.allclose(matching.pairwise_shared_fraction(sae), 1.0)
 
 
 def test_independent_inits_score_near_the_null():
@@ -41,7 +42,7 @@ def test_independent_inits_score_near_the_null():
     null = st.feature_stability(st.null_sae(sae))
     assert fs.stability.mean() < 0.05 and null.stability.mean() < 0.05
     assert abs(fs.mean_max_cos.mean() - null.mean_max_cos.mean()) < 0.05
-    assert st.pw_mcc(sae) < 0.5
+    assert matching.pw_mcc(sae) < 0.5
 
 
 def test_chunked_equals_unchunked_and_brute_force():
@@ -102,14 +103,14 @@ def test_stability_counts_share_of_other_seeds():
 
 def test_hungarian_against_scipy_reference():
     a, b = torch.randn(30, 8), torch.randn(30, 8)
-    rows, cols, cos = st.hungarian_match(a, b)
+    rows, cols, cos = matching.hungarian_match(a, b)
     an, bn = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
     c = (an @ bn.T).numpy()
     r2, c2 = linear_sum_assignment(-c)
     assert c[r2, c2].sum() == pytest.approx(cos.sum(), rel=1e-6)
     # recovers a hidden permutation exactly
     perm = torch.randperm(30)
-    rows, cols, cos = st.hungarian_match(a, a[perm])
+    rows, cols, cos = matching.hungarian_match(a, a[perm])
     assert np.array_equal(perm.numpy()[cols], rows) and np.allclose(cos, 1.0, atol=1e-5)
 
 
@@ -150,26 +151,26 @@ def test_sparse_matching_recovers_hidden_permutation_exactly():
     a = torch.randn(300, 16)
     perm = torch.randperm(300)
     b = a[perm] + 0.05 * torch.randn(300, 16)
-    dense = st.hungarian_match(a, b)
+    dense = matching.hungarian_match(a, b)
     for k in (4, 16):
-        sparse = st.sparse_hungarian_match(a, b, k=k)
+        sparse = matching.sparse_hungarian_match(a, b, k=k)
         assert np.array_equal(sparse[0], dense[0]) and np.array_equal(sparse[1], dense[1])
         assert np.array_equal(perm.numpy()[sparse[1]], sparse[0])
         np.testing.assert_allclose(sparse[2], dense[2], atol=1e-5)
-    assert np.array_equal(st.hungarian_match(a, b, method="sparse")[1], dense[1])
+    assert np.array_equal(matching.hungarian_match(a, b, method="sparse")[1], dense[1])
 
 
 def test_sparse_matching_rectangular_equals_dense():
     a = torch.randn(40, 16)
     b = torch.cat([a[torch.randperm(40)], torch.randn(25, 16)]) + 0.01 * torch.randn(65, 16)
-    dense, sparse = st.hungarian_match(a, b), st.sparse_hungarian_match(a, b, k=8)
+    dense, sparse = matching.hungarian_match(a, b), matching.sparse_hungarian_match(a, b, k=8)
     assert np.array_equal(sparse[0], dense[0]) and np.array_equal(sparse[1], dense[1])
 
 
 def test_sparse_matching_on_random_directions_is_close_to_dense():
     a, b = torch.randn(400, 24), torch.randn(400, 24)
-    _, cols, cos = st.hungarian_match(a, b)
-    _, cols_s, cos_s = st.sparse_hungarian_match(a, b, k=16)
+    _, cols, cos = matching.hungarian_match(a, b)
+    _, cols_s, cos_s = matching.sparse_hungarian_match(a, b, k=16)
     agreement = (cols == cols_s).mean()
     assert cos_s.sum() >= 0.95 * cos.sum(), (cos_s.sum(), cos.sum())
     assert cos_s.sum() <= cos.sum() + 1e-4  # dense is optimal
@@ -184,50 +185,52 @@ def test_sparse_matching_without_full_matching_falls_back_to_dense(caplog):
     h, e, f = torch.eye(1 + 2 * n)[0], torch.eye(1 + 2 * n)[1 : 1 + n], torch.eye(1 + 2 * n)[1 + n :]
     a = torch.stack([h + 0.1 * e[0]] + [h + 0.3 * e[0] + 0.3 * f[i] for i in range(1, n)])
     b = torch.stack([h + 0.5 * e[j] for j in range(n)])
-    graph = st.knn_cosine_graph(a, b, k=1)
+    graph = matching.knn_cosine_graph(a, b, k=1)
     assert graph[:, 1:].nnz == n - 1 and graph[1:, 1:].nnz == 0
-    with caplog.at_level("WARNING", logger="saelib.stability"):
-        rows, cols, cos = st.sparse_hungarian_match(a, b, k=1)
+    with caplog.at_level("WARNING", logger="saelib.matching"):
+        rows, cols, cos = matching.sparse_hungarian_match(a, b, k=1)
     assert "no full matching" in caplog.text
-    dense = st.hungarian_match(a, b)
+    dense = matching.hungarian_match(a, b)
     assert np.array_equal(rows, dense[0]) and np.array_equal(cols, dense[1]) and np.allclose(cos, dense[2])
 
 
 def test_matching_method_auto_and_scores(one, monkeypatch):
     sae = _copies(one, 3, permute=True)
     for method in ("dense", "sparse", "auto"):
-        assert st.pw_mcc(sae, method) == pytest.approx(1.0)
-        assert np.allclose(st.pairwise_shared_fraction(sae, method=method), 1.0)
-    monkeypatch.setattr(st, "SPARSE_MATCH_ABOVE", 10)
+        assert matching.pw_mcc(sae, method) == pytest.approx(1.0)
+        assert np.allclose(matching.pairwise_shared_fraction(sae, method=method), 1.0)
+    monkeypatch.setattr(matching, "SPARSE_MATCH_ABOVE", 10)
     calls = []
-    monkeypatch.setattr(st, "sparse_hungarian_match", lambda a, b, k: calls.append(k) or st.hungarian_match(a, b))
-    st.pw_mcc(sae)
+    monkeypatch.setattr(
+        matching, "sparse_hungarian_match", lambda a, b, k: calls.append(k) or matching.hungarian_match(a, b)
+    )
+    matching.pw_mcc(sae)
     assert calls == [16, 16, 16]
     with pytest.raises(ValueError, match="method"):
-        st.hungarian_match(torch.randn(3, 2), torch.randn(3, 2), method="greedy")
+        matching.hungarian_match(torch.randn(3, 2), torch.randn(3, 2), method="greedy")
 
 
 def test_seed_pair_scores_match_the_single_pair_functions(one):
     sae = SAE(SAEConfig(d_in=24, d_sae=64, k=4, n_seeds=3, seed=5))
-    df = st.seed_pair_scores(sae, 0.3)
+    df = matching.seed_pair_scores(sae, 0.3)
     assert list(zip(df.s, df.t)) == [(0, 1), (0, 2), (1, 2)]
     for r in df.itertuples():
-        assert r.shared_fraction == pytest.approx(st.shared_fraction(sae, r.s, r.t, 0.3))
-    assert df.matched_cosine.mean() == pytest.approx(st.pw_mcc(sae))
-    copies = st.seed_pair_scores(_copies(one, 3, permute=True))
+        assert r.shared_fraction == pytest.approx(matching.shared_fraction(sae, r.s, r.t, 0.3))
+    assert df.matched_cosine.mean() == pytest.approx(matching.pw_mcc(sae))
+    copies = matching.seed_pair_scores(_copies(one, 3, permute=True))
     assert np.allclose(copies.shared_fraction, 1) and np.allclose(copies.matched_cosine, 1)
 
 
 def test_shared_needs_both_decoder_and_encoder_above_threshold(one):
-    pair = st.MatchedPair(np.array([0.9, 0.9, 0.5, 0.71]), np.array([0.9, 0.5, 0.9, 0.71]))
+    pair = matching.MatchedPair(np.array([0.9, 0.9, 0.5, 0.71]), np.array([0.9, 0.5, 0.9, 0.71]))
     assert pair.shared(0.7).tolist() == [True, False, False, True]
     assert pair.shared(0.71).tolist() == [True, False, False, False]  # strictly above
     # A seed whose encoder is another seed's but whose decoder is random: every decoder match fails the rule.
     sae = _copies(one, 2)
     with torch.no_grad():
         sae.W_dec[1] = torch.randn_like(sae.W_dec[1])
-    assert st.shared_fraction(sae, 0, 1) == 0
-    scores = st.seed_pair_scores(sae)
+    assert matching.shared_fraction(sae, 0, 1) == 0
+    scores = matching.seed_pair_scores(sae)
     assert scores.shared_fraction[0] == 0 and scores.decoder_shared[0] < 0.2
 
 
