@@ -37,7 +37,7 @@ from saelib.cache import cached_result
 from saelib.chapters import common, grid
 from saelib.chapters.grid import FeatureSplit, GridEntry, GridStudy
 from saelib.config import check_positive
-from saelib.lm import interp, splice
+from saelib.lm import explainer, interp, splice
 from saelib.lm.activations import load_model, model_slug
 from saelib.sae import SAE
 from saelib.stability import DEAD, STABLE, UNSTABLE
@@ -599,7 +599,7 @@ class AsymmetryResult(NamedTuple):
     examples: dict[str, pd.DataFrame]
     """Per label, `interp.top_contexts_table` (HTML contexts) of the example latents."""
     explanations: pd.DataFrame
-    """One row per explained latent (`interp.explain_and_score` plus `label`); empty without an endpoint."""
+    """One row per explained latent (`explainer.explain_and_score` plus `label`); empty without an endpoint."""
     explainer: str | None
     """The explainer's model name; None when no endpoint was configured."""
 
@@ -610,7 +610,7 @@ def run(study: AsymmetryStudy, *, progress: bool = False) -> AsymmetryResult:
     Loads the language model (for the store, the splices and the tokenizer), reads chapter 1's SAEs and split (trained
     and scored first when not cached), then: activation statistics (`stats`), explained variance of every cut (`ev`),
     spliced CE of the first `ce_control_draws` draws (`ce`), single-latent ablations (`marginal`), top activations
-    (`top`) and, when `interp.ExplainerConfig.from_env()` names an endpoint, explanations (`explanations-<label>`).
+    (`top`) and, when `explainer.ExplainerConfig.from_env()` names an endpoint, explanations (`explanations-<label>`).
     """
     g = study.grid
     entry = grid.reference_entry(g)
@@ -716,7 +716,7 @@ def run(study: AsymmetryStudy, *, progress: bool = False) -> AsymmetryResult:
     }
 
     # Explanations, when an endpoint is configured.
-    ecfg = interp.ExplainerConfig.from_env()
+    ecfg = explainer.ExplainerConfig.from_env()
     parts = []
     if ecfg is not None:
         for lab, feats in choose_explained(eligible, study.explain_per_bin, study.seed).items():
@@ -725,7 +725,7 @@ def run(study: AsymmetryStudy, *, progress: bool = False) -> AsymmetryResult:
                     cached(
                         f"explanations-{lab}",
                         functools.partial(
-                            interp.explain_and_score, ecfg, top, meta, contexts, lm.tokenizer, 0, feats, **window
+                            explainer.explain_and_score, ecfg, top, meta, contexts, lm.tokenizer, 0, feats, **window
                         ),
                         step="explain",
                         explainer=ecfg.cache_key(),

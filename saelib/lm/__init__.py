@@ -1,3 +1,3 @@
 """Language models: loading (`activations`), the text (`corpus`), the sharded activation store (`store`), CE with an
-SAE spliced in (`splice`), top contexts and the explainer (`interp`), and their configs (`config`). Adds transformers
-to the core's dependencies."""
+SAE spliced in (`splice`), top contexts (`interp`), the explainer (`explainer`), and their configs (`config`). Adds
+transformers to the core's dependencies."""

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from saelib.config import SAEConfig
-from saelib.lm import interp
+from saelib.lm import explainer, interp
 from saelib.lm.store import TokenMetadata
 from saelib.sae import SAE
 
@@ -132,10 +132,10 @@ def test_top_contexts_table_and_html():
 
 
 def test_parse_labels():
-    assert interp.parse_labels("[1, 0, 1]", 3) == [1, 0, 1]
-    assert interp.parse_labels("Sure! Labels: [0,0]\n", 2) == [0, 0]
-    assert interp.parse_labels("1\n0\n1", 3) == [1, 0, 1]
-    assert interp.parse_labels("[1, 0]", 3) is None and interp.parse_labels("no idea", 2) is None
+    assert explainer.parse_labels("[1, 0, 1]", 3) == [1, 0, 1]
+    assert explainer.parse_labels("Sure! Labels: [0,0]\n", 2) == [0, 0]
+    assert explainer.parse_labels("1\n0\n1", 3) == [1, 0, 1]
+    assert explainer.parse_labels("[1, 0]", 3) is None and explainer.parse_labels("no idea", 2) is None
 
 
 # --- A real OpenAI-compatible endpoint on 127.0.0.1, served by the test itself ------------------------------------
@@ -155,7 +155,7 @@ class FakeChat(BaseHTTPRequestHandler):
             self.end_headers()
             return
         system, user = body["messages"][0]["content"], body["messages"][1]["content"]
-        if system == interp.EXPLAIN_SYSTEM:
+        if system == explainer.EXPLAIN_SYSTEM:
             content = "TOKEN: the word 'cat'\nextra line ignored"
         else:
             items = [ln.split(". ", 1)[1] for ln in user.splitlines() if ln[:1].isdigit()]
@@ -178,41 +178,41 @@ def endpoint(monkeypatch):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     FakeChat.requests, FakeChat.mode = [], "smart"
-    monkeypatch.setenv(interp.ENV_BASE_URL, f"http://127.0.0.1:{server.server_address[1]}/v1/")
-    monkeypatch.setenv(interp.ENV_MODEL, "fake-model")
-    monkeypatch.setenv(interp.ENV_API_KEY, "secret")
+    monkeypatch.setenv(explainer.ENV_BASE_URL, f"http://127.0.0.1:{server.server_address[1]}/v1/")
+    monkeypatch.setenv(explainer.ENV_MODEL, "fake-model")
+    monkeypatch.setenv(explainer.ENV_API_KEY, "secret")
     yield server
     server.shutdown()
     server.server_close()
 
 
 def test_explainer_config_from_env(monkeypatch):
-    monkeypatch.delenv(interp.ENV_BASE_URL, raising=False)
-    monkeypatch.setenv(interp.ENV_MODEL, "m")
-    assert interp.ExplainerConfig.from_env() is None
-    monkeypatch.setenv(interp.ENV_BASE_URL, "http://localhost:1/v1/")
-    monkeypatch.delenv(interp.ENV_API_KEY, raising=False)
-    cfg = interp.ExplainerConfig.from_env(n_score=3)
+    monkeypatch.delenv(explainer.ENV_BASE_URL, raising=False)
+    monkeypatch.setenv(explainer.ENV_MODEL, "m")
+    assert explainer.ExplainerConfig.from_env() is None
+    monkeypatch.setenv(explainer.ENV_BASE_URL, "http://localhost:1/v1/")
+    monkeypatch.delenv(explainer.ENV_API_KEY, raising=False)
+    cfg = explainer.ExplainerConfig.from_env(n_score=3)
     assert cfg.base_url == "http://localhost:1/v1" and cfg.api_key is None and cfg.n_score == 3
-    assert "api_key" not in interp.ExplainerConfig("http://x", "m", api_key="k").cache_key()
+    assert "api_key" not in explainer.ExplainerConfig("http://x", "m", api_key="k").cache_key()
     with pytest.raises(ValueError, match="base_url"):
-        interp.ExplainerConfig("localhost:1", "m")
+        explainer.ExplainerConfig("localhost:1", "m")
 
 
 def test_explain_and_detect_through_a_local_endpoint(endpoint):
-    cfg = interp.ExplainerConfig.from_env()
-    exp = interp.explain_feature(cfg, ["the <<cat>> sat", "a <<cat>>"])
-    assert exp == interp.Explanation("the word 'cat'", True)
+    cfg = explainer.ExplainerConfig.from_env()
+    exp = explainer.explain_feature(cfg, ["the <<cat>> sat", "a <<cat>>"])
+    assert exp == explainer.Explanation("the word 'cat'", True)
     req = FakeChat.requests[-1]
     assert req["path"] == "/v1/chat/completions" and req["auth"] == "Bearer secret"
     assert req["body"]["model"] == "fake-model" and "Example 2: a <<cat>>" in req["body"]["messages"][1]["content"]
-    score = interp.detection_score(cfg, exp.text, ["the cat", "a big cat", "my cat"], ["the dog", "a mat"])
-    assert score == interp.DetectionScore(1.0, 1.0, 1.0, 3, 2)
+    score = explainer.detection_score(cfg, exp.text, ["the cat", "a big cat", "my cat"], ["the dog", "a mat"])
+    assert score == explainer.DetectionScore(1.0, 1.0, 1.0, 3, 2)
     FakeChat.mode = "yes"
-    assert interp.detection_score(cfg, exp.text, ["the cat"], ["the dog"]).balanced_accuracy == 0.5
+    assert explainer.detection_score(cfg, exp.text, ["the cat"], ["the dog"]).balanced_accuracy == 0.5
     FakeChat.mode = "error"
-    with pytest.raises(interp.ExplainerError, match="HTTP 500"):
-        interp.explain_feature(dataclasses.replace(cfg, backoff_s=0.001), ["x"])
+    with pytest.raises(explainer.ExplainerError, match="HTTP 500"):
+        explainer.explain_feature(dataclasses.replace(cfg, backoff_s=0.001), ["x"])
 
 
 def test_explain_and_score_end_to_end(endpoint):
@@ -228,8 +228,8 @@ def test_explain_and_score_end_to_end(endpoint):
         torch.tensor([[[False], [False], [False], [False]]]),
         12,
     )
-    cfg = interp.ExplainerConfig.from_env(n_explain=2, n_score=2, left=3)
-    df = interp.explain_and_score(cfg, top, meta, contexts, WordTokenizer(), 0, [0], pad_id=0, bos_id=1)
+    cfg = explainer.ExplainerConfig.from_env(n_explain=2, n_score=2, left=3)
+    df = explainer.explain_and_score(cfg, top, meta, contexts, WordTokenizer(), 0, [0], pad_id=0, bos_id=1)
     r = df.iloc[0]
     assert r.explanation == "the word 'cat'" and r.surface_form and r.balanced_accuracy == 1.0
     assert r.n_positive == 2 and r.n_negative == 2
@@ -291,7 +291,7 @@ def scripted():
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     Scripted.script, Scripted.served = [], []
-    cfg = interp.ExplainerConfig(
+    cfg = explainer.ExplainerConfig(
         f"http://127.0.0.1:{server.server_address[1]}/v1", "m", timeout_s=5, backoff_s=0.001, backoff_max_s=0.01
     )
     yield cfg
@@ -301,21 +301,21 @@ def scripted():
 
 def test_explainer_retries_5xx_then_succeeds(scripted):
     Scripted.script = [500, 503, "ok"]
-    assert interp.chat_completion(scripted, []) == "CONTEXT: fine"
+    assert explainer.chat_completion(scripted, []) == "CONTEXT: fine"
     assert Scripted.served == [500, 503, "ok"]
 
 
 def test_explainer_retries_429_and_gives_up_after_max_retries(scripted):
     Scripted.script = [429] * 10
-    with pytest.raises(interp.ExplainerError, match=r"failed after 3 attempts: HTTP 429"):
-        interp.chat_completion(dataclasses.replace(scripted, max_retries=2), [])
+    with pytest.raises(explainer.ExplainerError, match=r"failed after 3 attempts: HTTP 429"):
+        explainer.chat_completion(dataclasses.replace(scripted, max_retries=2), [])
     assert Scripted.served == [429] * 3
 
 
 def test_explainer_does_not_retry_a_client_error(scripted):
     Scripted.script = [400, "ok"]
-    with pytest.raises(interp.ExplainerError, match="HTTP 400"):
-        interp.chat_completion(scripted, [])
+    with pytest.raises(explainer.ExplainerError, match="HTTP 400"):
+        explainer.chat_completion(scripted, [])
     assert Scripted.served == [400]
 
 
@@ -325,31 +325,31 @@ def test_explainer_retries_connection_errors():
     with socket.socket() as s:  # a port that nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = interp.ExplainerConfig(f"http://127.0.0.1:{port}/v1", "m", timeout_s=5, max_retries=2, backoff_s=0.001)
-    with pytest.raises(interp.ExplainerError, match="failed after 3 attempts: connection failed"):
-        interp.chat_completion(cfg, [])
+    cfg = explainer.ExplainerConfig(f"http://127.0.0.1:{port}/v1", "m", timeout_s=5, max_retries=2, backoff_s=0.001)
+    with pytest.raises(explainer.ExplainerError, match="failed after 3 attempts: connection failed"):
+        explainer.chat_completion(cfg, [])
 
 
 @pytest.mark.parametrize(("step", "match"), [("null", "no text.*None"), ("garbage", "not JSON")])
 def test_null_content_or_malformed_json_is_an_error_not_text(scripted, step, match):
     Scripted.script = [step]
-    with pytest.raises(interp.ExplainerError, match=match):
-        interp.explain_feature(scripted, ["x"])
+    with pytest.raises(explainer.ExplainerError, match=match):
+        explainer.explain_feature(scripted, ["x"])
 
 
 def test_a_slow_drip_cannot_outlast_the_deadline(scripted):
     Scripted.script = ["drip"]  # about 60 bytes at 50 ms each: 3 s, each read well inside any per-read timeout
     start = time.monotonic()
-    with pytest.raises(interp.ExplainerError, match="timeout_s=0.5"):
-        interp.chat_completion(dataclasses.replace(scripted, timeout_s=0.5), [])
+    with pytest.raises(explainer.ExplainerError, match="timeout_s=0.5"):
+        explainer.chat_completion(dataclasses.replace(scripted, timeout_s=0.5), [])
     assert time.monotonic() - start < 1.5
 
 
 def test_retry_settings_are_not_part_of_the_cache_key():
-    a = interp.ExplainerConfig("http://x", "m")
+    a = explainer.ExplainerConfig("http://x", "m")
     assert a.cache_key() == dataclasses.replace(a, max_retries=0, backoff_s=9).cache_key()
     with pytest.raises(ValueError, match="timeout_s"):
-        interp.ExplainerConfig("http://x", "m", timeout_s=0)
+        explainer.ExplainerConfig("http://x", "m", timeout_s=0)
 
 
 def test_explain_and_score_records_failures_and_goes_on(scripted):
@@ -365,7 +365,7 @@ def test_explain_and_score_records_failures_and_goes_on(scripted):
     )
     cfg = dataclasses.replace(scripted, n_explain=2, n_score=2, left=3, max_retries=0)
     Scripted.script = ["null", "ok", "ok"]  # latent 0's explanation fails; latent 1 is explained and scored
-    df = interp.explain_and_score(cfg, top, meta, contexts, WordTokenizer(), 0, [0, 1], pad_id=0, bos_id=1)
+    df = explainer.explain_and_score(cfg, top, meta, contexts, WordTokenizer(), 0, [0, 1], pad_id=0, bos_id=1)
     assert list(df.latent) == [0, 1] and "error" in df.columns
     assert pd.isna(df.explanation[0]) and np.isnan(df.balanced_accuracy[0]) and "no text" in df.error[0]
     assert df.explanation[1] == "fine" and pd.isna(df.error[1]) and df.error.notna().sum() == 1
