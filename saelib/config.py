@@ -133,8 +133,11 @@ class TrainConfig:
     """Dead latents used by the AuxK loss (TopK variants; Gao et al. 2024, appendix A.2), capped at d_sae."""
     aux_coefficient: float = 1 / 32
     """Weight of the AuxK loss."""
-    dead_after_tokens: int = 1_000_000
-    """A latent that has not fired for this many tokens counts as dead for AuxK."""
+    dead_window: float = 0.05
+    """A latent that has not fired for this fraction of the run's tokens (at least one batch) counts as dead for
+    AuxK, so that AuxK acts in runs of any length (Gao et al. 2024 use 10M tokens of much longer runs)."""
+    dead_after_tokens: int | None = None
+    """Fixed dead window in tokens instead of `dead_window` (None: the fraction)."""
     max_grad_norm: float = 1.0
     """Per-seed gradient-norm clip (per seed, so that seeds stay independent)."""
     data_seed: int = 0
@@ -162,13 +165,22 @@ class TrainConfig:
         check_fraction("TrainConfig", warmup_frac=self.warmup_frac, decay_frac=self.decay_frac)
         if self.warmup_frac + self.decay_frac > 1:
             raise ValueError("TrainConfig.warmup_frac + decay_frac must be <= 1")
-        check_positive(
-            "TrainConfig", aux_k=self.aux_k, dead_after_tokens=self.dead_after_tokens, max_grad_norm=self.max_grad_norm
-        )
+        check_positive("TrainConfig", aux_k=self.aux_k, max_grad_norm=self.max_grad_norm)
+        check_fraction("TrainConfig", lo_open=True, dead_window=self.dead_window)
+        if self.dead_after_tokens is not None:
+            check_positive("TrainConfig", dead_after_tokens=self.dead_after_tokens)
         if self.aux_coefficient < 0 or self.checkpoint_every < 0:
             raise ValueError("TrainConfig.aux_coefficient and checkpoint_every must be >= 0")
         if not (self.checkpoint_seconds >= 0 and math.isfinite(self.checkpoint_seconds)):
             raise ValueError(f"TrainConfig.checkpoint_seconds={self.checkpoint_seconds!r} must be a finite number >= 0")
+
+    @property
+    def dead_after(self) -> int:
+        """Tokens without firing after which a latent counts as dead: `dead_after_tokens`, else `dead_window` of
+        the run, at least one batch."""
+        if self.dead_after_tokens is not None:
+            return self.dead_after_tokens
+        return max(self.batch_size, math.ceil(self.dead_window * self.n_tokens))
 
     @property
     def n_steps(self) -> int:
@@ -230,16 +242,32 @@ class SyntheticConfig:
             raise ValueError(f"SyntheticConfig.noise_std={self.noise_std} must be >= 0")
 
 
+STABILITY_ESTIMATORS = ("anchor", "all_pairs")
+"""Per-feature stability estimators and their labels (`StabilityConfig.estimator`)."""
+
+
 @dataclass(frozen=True)
 class StabilityConfig:
     """How per-feature stability is scored (book/intro.md, "Definitions used throughout")."""
 
     threshold: float = 0.7
     """Cosine `tau` above which a feature counts as reappearing in another seed."""
+    estimator: str = "anchor"
+    """`anchor`, the paper's: one anchor seed against the N other seeds; a latent's stability `p` is the share of
+    them holding a latent whose decoder cosine with it (many-to-one argmax) is >= `threshold`, and its label comes
+    from the endpoints: stable when `p >= 1 - epsilon`, unstable when `p <= epsilon`, the middle left out. Chapter 1
+    reports the `anchor` seed's latents; where a chapter needs the labels of other seeds too, each seed is taken as
+    the anchor in turn (the same `p` as `all_pairs` gives it). `all_pairs`, the first wave's rule: every seed's
+    latents, labelled at `stable_at` / `unstable_at`."""
+    anchor: int = 0
+    """The anchor seed (its position in the stack) of the `anchor` estimator."""
+    epsilon: float = 0.05
+    """Endpoint width of the `anchor` estimator's labels (the paper's 0.05: with N = 95 seeds, stable means at most
+    4 misses)."""
     stable_at: float = 0.8
-    """A feature is stable when its stability is at least this."""
+    """`all_pairs` estimator: a feature is stable when its stability is at least this."""
     unstable_at: float = 0.2
-    """A feature is unstable when its stability is at most this."""
+    """`all_pairs` estimator: a feature is unstable when its stability is at most this."""
     similarity: str = "decoder"
     """`decoder`, `encoder`, or `min` (the smaller of the two cosines)."""
     chunk_size: int = 4096
@@ -251,9 +279,28 @@ class StabilityConfig:
         check_fraction("StabilityConfig", stable_at=self.stable_at, unstable_at=self.unstable_at)
         if self.unstable_at >= self.stable_at:
             raise ValueError("StabilityConfig.unstable_at must be below stable_at")
+        if self.estimator not in STABILITY_ESTIMATORS:
+            raise ValueError(
+                f"StabilityConfig.estimator={self.estimator!r} must be one of {', '.join(STABILITY_ESTIMATORS)}"
+            )
+        check_integer("StabilityConfig", anchor=self.anchor)
+        if self.anchor < 0:
+            raise ValueError(f"StabilityConfig.anchor={self.anchor} must be >= 0")
+        if not 0 <= self.epsilon < 0.5:
+            raise ValueError(f"StabilityConfig.epsilon={self.epsilon!r} must lie in [0, 0.5)")
         if self.similarity not in ("decoder", "encoder", "min"):
             raise ValueError(f"StabilityConfig.similarity={self.similarity!r} must be decoder, encoder or min")
         check_positive("StabilityConfig", chunk_size=self.chunk_size)
+
+    @property
+    def stable_cut(self) -> float:
+        """Stability at or above which a latent is labelled stable: `1 - epsilon` (`anchor`) or `stable_at`."""
+        return 1 - self.epsilon if self.estimator == "anchor" else self.stable_at
+
+    @property
+    def unstable_cut(self) -> float:
+        """Stability at or below which a latent is labelled unstable: `epsilon` (`anchor`) or `unstable_at`."""
+        return self.epsilon if self.estimator == "anchor" else self.unstable_at
 
 
 # --- Pooling unique cross-seed features (saelib.pooling) ----------------------------------------------------------

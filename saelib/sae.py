@@ -96,66 +96,91 @@ class _Step(_Threshold):
         return None, (-kernel * grad).sum_to_size(theta.shape), None
 
 
-class _TopKEncoder(torch.autograd.Function):
-    """Encoder, TopK selection and (for AuxK) the top dead latents, with a sparse backward pass.
+def _sparse_encoder_grads(x: Tensor, latent: Tensor, token: Tensor, g: Tensor, d_sae: int) -> tuple[Tensor, Tensor]:
+    """Gradients of `W_enc (S, d_in, d_sae)` and of the encoder bias `(S, 1, d_sae)` when the loss depends on the
+    pre-activations only at the entries `(s, token[s, n], latent[s, n])`, with gradient `g[s, n]`: a sparse-dense
+    product with `N` non-zeros per seed instead of the dense `B * d_sae`."""
+    S, N = latent.shape
+    grad_bias = torch.zeros(S, d_sae, dtype=g.dtype, device=g.device).scatter_add_(1, latent, g)
+    rows = (latent + torch.arange(S, device=latent.device).view(S, 1) * d_sae).reshape(-1)
+    if x.stride(0) == 0:  # one batch shared by all seeds (an expanded view): no copy
+        X, cols = x[0], token.reshape(-1)
+    else:
+        X, cols = x.reshape(S * x.shape[1], -1), (token + torch.arange(S, device=token.device).view(S, 1) * x.shape[1])
+        cols = cols.reshape(-1)
+    G = torch.sparse_coo_tensor(
+        torch.stack([rows, cols]), g.reshape(-1), (S * d_sae, X.shape[0]), check_invariants=False
+    )
+    grad_W = torch.sparse.mm(G, X).view(S, d_sae, -1).transpose(1, 2)  # (S, d_in, d_sae)
+    return grad_W, grad_bias.unsqueeze(1)
+
+
+def _token_index(S: int, B: int, k: int, device: torch.device) -> Tensor:
+    """`(S, B * k)`: the token of each entry of a per-token selection `(S, B, k)` flattened."""
+    return torch.arange(B, device=device).repeat_interleave(k).expand(S, -1)
+
+
+class _SparseEncoder(torch.autograd.Function):
+    """Encoder and TopK or BatchTopK selection, with a sparse backward pass.
 
     The loss depends on the pre-activations only at the selected entries, so the encoder-weight gradient is the
-    product of the inputs with a matrix holding `k + aux_k` non-zeros per token: a sparse-dense product costing
-    `B * (k + aux_k) * d_in` per seed instead of the dense `B * d_sae * d_in` (about 9x faster at d_sae 4096).
+    product of the inputs with a matrix holding `k` non-zeros per token (on average, for BatchTopK): a sparse-dense
+    product costing `B * k * d_in` per seed instead of the dense `B * d_sae * d_in`.
+
+    Returns `values (S, N)`, `latent (S, N)` and `token (S, N)` of the selected entries (TopK: `N = B * k`, token
+    major; BatchTopK: the `B * k` largest over the batch, sorted by token).
     """
 
     @staticmethod
-    def forward(
-        ctx: Any, x: Tensor, W_enc: Tensor, bias: Tensor, k: int, dead: Tensor | None, aux_k: int
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        pre = torch.baddbmm(bias, x, W_enc)  # (S, B, d_sae)
-        values, idx = pre.topk(k, dim=-1, sorted=False)  # (S, B, k)
-        if dead is None:
-            aux_values, aux_idx, aux_ok = pre.new_zeros(0), idx.new_zeros(0), pre.new_zeros(0)
+    def forward(ctx: Any, x: Tensor, W_enc: Tensor, bias: Tensor, k: int, batch: bool) -> tuple[Tensor, Tensor, Tensor]:
+        S, B, F = x.shape[0], x.shape[1], W_enc.shape[-1]
+        n = min(B * k, B * F) if batch else B * k
+        values, latent = x.new_empty(S, n), torch.empty(S, n, dtype=torch.long, device=x.device)
+        # One seed at a time through one reused (B, d_sae) buffer: the stack never holds all S dense
+        # pre-activations, so it moves no more memory per seed than S single-seed runs (which it used to lose to).
+        pre = x.new_empty(B, F)
+        for s in range(S):
+            torch.addmm(bias[s], x[s], W_enc[s], out=pre)
+            if batch:  # the B * k largest over the batch
+                values[s], latent[s] = pre.view(-1).topk(n, sorted=False)
+            else:
+                v, i = pre.topk(k, dim=-1, sorted=False)
+                values[s], latent[s] = v.view(-1), i.view(-1)
+        if batch:  # in token order (for the decoder's bags); `latent` held flat (token * F + latent) indices
+            latent, order = latent.sort(-1)
+            values = values.gather(-1, order)
+            token, latent = latent // F, latent % F
         else:
-            aux_values, aux_idx = pre.masked_fill_(~dead.unsqueeze(1), -torch.inf).topk(aux_k, dim=-1, sorted=False)
-            aux_ok = torch.isfinite(aux_values).to(pre.dtype)  # fewer than aux_k dead latents: pad entries
-            aux_values = aux_values.nan_to_num(0.0, posinf=0.0, neginf=0.0)
-        ctx.save_for_backward(x, idx, aux_idx, aux_ok)
-        ctx.d_sae, ctx.has_aux = W_enc.shape[-1], dead is not None
-        ctx.mark_non_differentiable(idx, aux_idx)
-        return values, idx, aux_values, aux_idx
+            token = torch.arange(B, device=x.device).repeat_interleave(k).expand(S, -1)
+        ctx.save_for_backward(x, latent, token)
+        ctx.d_sae = F
+        ctx.mark_non_differentiable(latent, token)
+        return values, latent, token
 
     @staticmethod
     def backward(
-        ctx: Any, g_values: Tensor, _g_idx: Tensor | None, g_aux: Tensor, _g_aux_idx: Tensor | None
-    ) -> tuple[None, Tensor, Tensor, None, None, None]:
-        x, idx, aux_idx, aux_ok = ctx.saved_tensors
-        if ctx.has_aux:
-            g_values, idx = torch.cat([g_values, g_aux * aux_ok], -1), torch.cat([idx, aux_idx], -1)
-        S, B, K = idx.shape
-        F = ctx.d_sae
-        g = g_values.reshape(S, B * K)
-        grad_bias = torch.zeros(S, F, dtype=g.dtype, device=g.device).scatter_add_(1, idx.view(S, -1), g)
-        rows = (idx + torch.arange(S, device=idx.device).view(S, 1, 1) * F).reshape(-1)
-        if x.stride(0) == 0:  # one batch shared by all seeds (an expanded view): no copy
-            X, cols = x[0], torch.arange(B, device=idx.device).repeat_interleave(K).repeat(S)
-        else:
-            X, cols = x.reshape(S * B, -1), torch.arange(S * B, device=idx.device).repeat_interleave(K)
-        G = torch.sparse_coo_tensor(
-            torch.stack([rows, cols]), g.reshape(-1), (S * F, X.shape[0]), check_invariants=False
-        )
-        grad_W = torch.sparse.mm(G, X).view(S, F, -1).transpose(1, 2)  # (S, d_in, d_sae)
-        return None, grad_W, grad_bias.unsqueeze(1), None, None, None
+        ctx: Any, g_values: Tensor, _g_latent: Tensor | None, _g_token: Tensor | None
+    ) -> tuple[None, Tensor, Tensor, None, None]:
+        x, latent, token = ctx.saved_tensors
+        grad_W, grad_bias = _sparse_encoder_grads(x, latent, token, g_values, ctx.d_sae)
+        return None, grad_W, grad_bias, None, None
 
 
-class TopKStep(NamedTuple):
-    """What `SAE.topk_step` returns: a TopK training forward pass kept sparse."""
+class SparseStep(NamedTuple):
+    """What `SAE.sparse_step` returns: a TopK or BatchTopK training forward pass kept sparse."""
 
     x_hat: Tensor
     """Reconstructions `(S, B, d_in)`."""
     values: Tensor
-    """Active latents' values `(S, B, k)` (after ReLU)."""
-    idx: Tensor
-    """Their indices `(S, B, k)`."""
+    """Selected latents' values `(S, N)` after ReLU (TopK: `N = B * k`; BatchTopK: the `B * k` largest of the
+    batch)."""
+    latent: Tensor
+    """Their latent indices `(S, N)`."""
+    token: Tensor
+    """Their token indices `(S, N)`, non-decreasing."""
     aux_hat: Tensor | None
-    """AuxK: reconstruction of the residual by the top `aux_k` dead latents `(S, B, d_in)`, no bias; None without
-    dead latents."""
+    """AuxK: reconstruction of the residual by the top `aux_k` dead latents of each token `(S, B, d_in)`, no bias;
+    None without dead latents."""
 
 
 class SAE(nn.Module):
@@ -231,12 +256,17 @@ class SAE(nn.Module):
         values, idx = flat.topk(min(B * self.cfg.k, B * F), dim=-1, sorted=False)
         z = torch.zeros_like(flat).scatter_(-1, idx, values).view(S, B, F)
         if self.training:
-            with torch.no_grad():
-                pos = torch.where(values > 0, values, torch.inf).amin(dim=-1)  # (S,) smallest kept activation
-                pos = torch.where(torch.isinf(pos), torch.zeros_like(pos), pos)
-                first = torch.isnan(self.threshold)
-                self.threshold.copy_(torch.where(first, pos, 0.99 * self.threshold + 0.01 * pos))
+            self._update_threshold(values)
         return z
+
+    @torch.no_grad()
+    def _update_threshold(self, values: Tensor) -> None:
+        """BatchTopK: move the inference threshold towards the smallest positive kept activation `values (S, N)`
+        (set it on the first batch, then a running mean with weight 0.01)."""
+        pos = torch.where(values > 0, values, torch.inf).amin(dim=-1)  # (S,)
+        pos = torch.where(torch.isinf(pos), torch.zeros_like(pos), pos)
+        first = torch.isnan(self.threshold)
+        self.threshold.copy_(torch.where(first, pos, 0.99 * self.threshold + 0.01 * pos))
 
     def encode(self, x: Tensor) -> Tensor:
         """Latents `(S, B, d_sae)` of x `(B, d_in)` or `(S, B, d_in)`."""
@@ -246,25 +276,65 @@ class SAE(nn.Module):
         """Reconstructions `(S, B, d_in)` of latents `(S, B, d_sae)`."""
         return torch.baddbmm(self.b_dec.unsqueeze(1), z, self.W_dec)
 
-    def topk_step(self, x: Tensor, dead: Tensor | None = None, aux_k: int = 256) -> TopKStep:
-        """TopK forward pass for training, sparse end to end (same values and gradients as `forward`).
+    def sparse_step(self, x: Tensor, dead: Tensor | None = None, aux_k: int = 256) -> SparseStep:
+        """TopK or BatchTopK forward pass for training, sparse end to end (same values and gradients as `forward`
+        in training mode; BatchTopK also updates its inference threshold as `forward` does).
 
         Args:
             x: activations `(B, d_in)` or `(S, B, d_in)`.
             dead: `(S, d_sae)` bool of latents counted as dead, for the AuxK loss (Gao et al. 2024, A.2); None
                 skips it.
-            aux_k: dead latents used by AuxK (capped at d_sae).
+            aux_k: dead latents used by AuxK per token (at most the number of dead latents).
         """
-        if self.cfg.variant != "topk":
-            raise ValueError(f"topk_step needs the topk variant, not {self.cfg.variant!r}")
+        variant = self.cfg.variant
+        if variant not in ("topk", "batchtopk"):
+            raise ValueError(f"sparse_step needs the topk or batchtopk variant, not {variant!r}")
         x = self._seed_batch(x).to(self.W_enc.dtype)
-        aux_k = min(aux_k, self.cfg.d_sae)
-        values, idx, aux_values, aux_idx = _TopKEncoder.apply(
-            x, self.W_enc, self._encoder_bias(), self.cfg.k, dead, aux_k
-        )
+        bias = self._encoder_bias()
+        values, latent, token = _SparseEncoder.apply(x, self.W_enc, bias, self.cfg.k, variant == "batchtopk")
         values = values.relu()
-        aux_hat = None if dead is None else self.decode_sparse(aux_values.relu(), aux_idx, bias=False)
-        return TopKStep(self.decode_sparse(values, idx), values, idx, aux_hat)
+        if variant == "batchtopk" and self.training:
+            self._update_threshold(values)
+        x_hat = self.decode_entries(values, latent, token, x.shape[1])
+        aux_hat = None if dead is None else self._aux_reconstruction(x, bias, dead, aux_k)
+        return SparseStep(x_hat, values, latent, token, aux_hat)
+
+    def _aux_reconstruction(self, x: Tensor, bias: Tensor, dead: Tensor, aux_k: int) -> Tensor:
+        """AuxK: each token's reconstruction `(S, B, d_in)` (no bias) by its top `aux_k` dead latents (ReLU).
+
+        Computed on the dead columns only, gathered into dense `(S, d_in, D)` and `(S, D, d_in)` blocks (D: the most
+        dead latents of any seed; a seed with fewer pads with masked columns): three GEMMs of `B * D * d_in`, so its
+        cost follows the number of dead latents, not `d_sae` or `aux_k`."""
+        S, B, d_in = x.shape
+        D = int(dead.sum(-1).max())
+        order = dead.to(torch.int8).argsort(dim=-1, descending=True, stable=True)[:, :D]  # (S, D): dead first
+        real = dead.gather(1, order)  # (S, D)
+        W_enc = self.W_enc.gather(2, order.unsqueeze(1).expand(S, d_in, D))
+        pre = torch.baddbmm(bias.gather(2, order.unsqueeze(1)), x, W_enc)  # (S, B, D)
+        keep = real.unsqueeze(1).expand(S, B, D)
+        if aux_k < D:
+            top = pre.masked_fill(~keep, -torch.inf).topk(aux_k, dim=-1, sorted=False).indices
+            keep = torch.zeros_like(keep).scatter_(-1, top, True) & keep
+        z = torch.where(keep, pre, torch.zeros_like(pre)).relu()
+        return torch.bmm(z, self.W_dec.gather(1, order.unsqueeze(-1).expand(S, D, d_in)))
+
+    def decode_entries(self, values: Tensor, latent: Tensor, token: Tensor, n_tokens: int) -> Tensor:
+        """Reconstructions `(S, n_tokens, d_in)` from selected entries `(S, N)`: `values`, their `latent`s and
+        their `token`s (non-decreasing along N), any number per token (BatchTopK). One `embedding_bag` over the
+        stacked decoder with one bag per (seed, token): `N / (n_tokens * d_sae)` of the dense decoder's cost."""
+        S, N = latent.shape
+        F = self.cfg.d_sae
+        counts = torch.zeros(S, n_tokens, dtype=torch.long, device=latent.device)
+        counts.scatter_add_(1, token, torch.ones_like(token))
+        offsets = (counts.cumsum(-1) - counts) + torch.arange(S, device=latent.device).view(S, 1) * N
+        out = nn.functional.embedding_bag(
+            (latent + torch.arange(S, device=latent.device).view(S, 1) * F).reshape(-1),
+            self.W_dec.reshape(S * F, self.cfg.d_in),
+            offsets.reshape(-1),
+            per_sample_weights=values.reshape(-1),
+            mode="sum",
+        )
+        return out.view(S, n_tokens, self.cfg.d_in) + self.b_dec.unsqueeze(1)
 
     def decode_sparse(self, values: Tensor, idx: Tensor, bias: bool = True) -> Tensor:
         """Reconstructions `(S, B, d_in)` from the k active latents of each token: values and indices `(S, B, k)`.

@@ -164,7 +164,11 @@ def stability_from_max_cos(max_cos: Tensor, threshold: float, alive: Tensor | No
 
 
 def stability_labels(stability: Tensor, cfg: StabilityConfig) -> Tensor:
-    """`STABLE` where stability >= cfg.stable_at, `UNSTABLE` where <= cfg.unstable_at, `DEAD` where NaN."""
+    """The labels of `cfg.estimator`: `STABLE` where stability >= `cfg.stable_cut`, `UNSTABLE` where <=
+    `cfg.unstable_cut` (`anchor`: the endpoints `1 - epsilon` and `epsilon`; `all_pairs`: `stable_at` and
+    `unstable_at`), `INTERMEDIATE` between, `DEAD` where NaN."""
+    if cfg.estimator == "anchor":
+        return endpoint_labels(stability, cfg.epsilon)
     label = torch.full(stability.shape, INTERMEDIATE, dtype=torch.int8, device=stability.device)
     label[stability >= cfg.stable_at] = STABLE
     label[stability <= cfg.unstable_at] = UNSTABLE

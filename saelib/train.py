@@ -210,6 +210,7 @@ def train_saes(
     # fused: one kernel over all parameters, about 8x faster than the default per-tensor loop on CPU
     opt = torch.optim.Adam(params, lr=learning_rate(cfg, train), betas=(0.9, 0.999), fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, n_steps, train.warmup_frac, train.decay_frac))
+    dead_after = train.dead_after
     since_fired = torch.zeros(cfg.n_seeds, cfg.d_sae, dtype=torch.long, device=device)
     history: dict[str, Any] = {k: [] for k in ("step", "tokens", "lr", "fvu", "l0", "dead_fraction", "aux_loss")}
     step, resumed = 0, False
@@ -269,22 +270,25 @@ def train_saes(
                 if init is None:
                     with torch.no_grad():  # start the decoder bias at the data mean (shared by all seeds)
                         sae.b_dec.copy_(x.mean(0).expand_as(sae.b_dec))
-            dead = since_fired >= train.dead_after_tokens
+            dead = since_fired >= dead_after
             use_aux = cfg.variant in ("topk", "batchtopk") and train.aux_coefficient > 0 and bool(dead.any())
             var = (x - x.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
             penalty = None  # the sparsity penalty of the ReLU and JumpReLU variants (TopK variants need none)
-            if cfg.variant == "topk":  # sparse forward and backward
-                step_out = sae.topk_step(x, dead if use_aux else None, train.aux_k)
+            if cfg.variant in ("topk", "batchtopk"):  # sparse forward and backward
+                step_out = sae.sparse_step(x, dead if use_aux else None, train.aux_k)
                 x_hat, aux_hat = step_out.x_hat, step_out.aux_hat  # aux_hat: None unless use_aux
                 with torch.no_grad():
-                    active = step_out.values > 0  # (S, B, k)
-                    fired = torch.zeros_like(dead).scatter_(1, step_out.idx.flatten(1), active.flatten(1))
+                    active = step_out.values > 0  # (S, N)
+                    fired = torch.zeros(dead.shape, dtype=torch.int8, device=dead.device)
+                    fired = fired.scatter_reduce_(1, step_out.latent, active.to(torch.int8), "amax").bool()
+                    l0 = active.sum(-1).float() / x.shape[0]
             else:
                 out = sae(x)
                 x_hat = out.x_hat
-                aux_hat = _dense_aux_hat(sae, out.pre, dead, train.aux_k) if use_aux else None
+                aux_hat = None
                 active = out.latents > 0  # (S, B, d_sae)
                 fired = active.any(1)
+                l0 = active.sum(-1).float().mean(-1)
                 if cfg.variant == "relu":
                     penalty = cfg.l1_coefficient * out.latents.sum(-1).mean(-1) / var.sqrt()
                 elif cfg.variant == "jumprelu":
@@ -313,8 +317,8 @@ def train_saes(
                     history["tokens"].append(step * train.batch_size)
                     history["lr"].append(sched.get_last_lr()[0])
                     history["fvu"].append(fvu.tolist())
-                    history["l0"].append(active.sum(-1).float().mean(-1).tolist())
-                    history["dead_fraction"].append((since_fired >= train.dead_after_tokens).float().mean(-1).tolist())
+                    history["l0"].append(l0.tolist())
+                    history["dead_fraction"].append((since_fired >= dead_after).float().mean(-1).tolist())
                     history["aux_loss"].append(aux.tolist())
                 bar.set_postfix(fvu=f"{fvu.mean().item():.3f}")
             due = train.checkpoint_seconds and time.monotonic() - last_checkpoint >= train.checkpoint_seconds

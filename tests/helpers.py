@@ -128,7 +128,8 @@ def planted_planes(d=32, noise=4, seed=0):
 
 def tiny_grid_study(folder, layers=(0, 2), **overrides):
     """A `GridStudy` on the tiny GPT-2 saved in `folder`: the fixture text, 800 training tokens per layer, 3 seeds of
-    TopK SAEs of 16 and 48 latents (reference: the last layer, 48 latents), trained in seconds on CPU."""
+    TopK SAEs of 16 and 48 latents (reference: the last layer, 48 latents, trained in depth with 4 seeds on 3,200
+    tokens), trained in seconds on CPU."""
     from saelib.chapters.grid import GridStudy
     from saelib.config import TrainConfig
     from saelib.lm.config import ActivationConfig
@@ -155,6 +156,8 @@ def tiny_grid_study(folder, layers=(0, 2), **overrides):
         k=4,
         n_seeds=3,
         reference=(layers[-1], "topk", 48),
+        reference_seeds=4,
+        budgets=(1_600, 3_200),
         n_ce_contexts=1,
         thresholds=(0.7,),
         train=train,

@@ -612,7 +612,7 @@ def run(study: AsymmetryStudy, *, progress: bool = False) -> AsymmetryResult:
     spliced CE of the first `ce_control_draws` draws (`ce`), single-latent ablations (`marginal`), top activations
     (`top`) and, when `explainer.ExplainerConfig.from_env()` names an endpoint, explanations (`explanations-<label>`).
     """
-    g = study.grid
+    g = grid.reference_study(study.grid)  # the reference SAEs: the reference point trained in depth
     entry = grid.reference_entry(g)
     lm = load_model(g.activations_at(entry.layer).model, device=g.train.device)
     store = grid.load_store(g, entry.layer, lm=lm, progress=progress)

@@ -526,9 +526,9 @@ class GeometryResult(NamedTuple):
     reference: GridEntry
     """The grid point studied in depth."""
     split: FeatureSplit
-    """Its stable / unstable split."""
+    """The stable / unstable split of its reference SAEs (`grid.reference_study`)."""
     tables: dict[GridEntry, dict[str, pd.DataFrame]]
-    """`stack_tables` of every grid point."""
+    """`stack_tables` of every grid point (at the grid's budget)."""
     spec: str
     """The headline fixed-rank spec (`top-r`): `fixed_spec` of the reference point at `study.fixed_fraction`."""
     points: pd.DataFrame
@@ -548,11 +548,8 @@ class GeometryResult(NamedTuple):
     covariance: pd.DataFrame
     """One row on the reference layer's activation covariance: `d`, `participation_ratio`, `top1_share`,
     `top10_share` and `n_tokens` (tokens it was estimated from)."""
-
-    @property
-    def reference_tables(self) -> dict[str, pd.DataFrame]:
-        """`stack_tables` of the reference point."""
-        return self.tables[self.reference]
+    reference_tables: dict[str, pd.DataFrame]
+    """`stack_tables` of the reference SAEs (the reference point trained in depth, `grid.reference_study`)."""
 
 
 def run(study: GeometryStudy, *, progress: bool = False) -> GeometryResult:
@@ -562,15 +559,26 @@ def run(study: GeometryStudy, *, progress: bool = False) -> GeometryResult:
     _, splits, _ = grid.run_grid(g, progress=progress)
     covariances = {layer: load_covariance(grid.load_store(g, layer, progress=progress)) for layer in g.layers}
     reference = grid.reference_entry(g)
-    tables, directions = {}, None
+    tables = {}
     for entry in tqdm(grid.grid_entries(g), desc="geometry", disable=not progress):
         dirs = grid.train_entry(g, entry, progress=progress)[0].decoder_directions().detach().cpu()
         tables[entry] = stack_tables(
             dirs, splits[entry].label, covariances[entry.layer].cov, study.geometry, study.groups, name=entry.name
         )
-        if entry == reference:
-            directions = dirs
-    return assemble_result(study, splits[reference], tables, directions, covariances[reference.layer].n_tokens)
+    deep = grid.reference_study(g)
+    directions = grid.train_entry(deep, reference, progress=progress)[0].decoder_directions().detach().cpu()
+    split = grid.load_split(deep, reference)
+    ref_tables = stack_tables(
+        directions,
+        split.label,
+        covariances[reference.layer].cov,
+        study.geometry,
+        study.groups,
+        name=f"{reference.name}-reference",
+    )
+    return assemble_result(
+        study, split, tables, directions, covariances[reference.layer].n_tokens, reference_tables=ref_tables
+    )
 
 
 def assemble_result(
@@ -579,6 +587,7 @@ def assemble_result(
     tables: dict[GridEntry, dict[str, pd.DataFrame]],
     directions: Tensor,
     cov_tokens: int,
+    reference_tables: dict[str, pd.DataFrame] | None = None,
 ) -> GeometryResult:
     """The `GeometryResult` of computed tables (no cache, no model): the reference point's tables and example, and
     one `stack_summary` row per grid point.
@@ -589,9 +598,10 @@ def assemble_result(
         tables: `stack_tables` per grid point.
         directions: `(S, d_sae, d)` decoder directions of the reference point (for its example group).
         cov_tokens: tokens the reference layer's covariance was estimated from.
+        reference_tables: `stack_tables` of the reference SAEs; None: `tables`'s reference point's.
     """
     reference = grid.reference_entry(study.grid)
-    ref = tables[reference]
+    ref = tables[reference] if reference_tables is None else reference_tables
     spec = fixed_spec(ref, study.fixed_fraction)
     points = pd.DataFrame([e._asdict() | stack_summary(t, spec) for e, t in tables.items()])
     groups = ref["groups"].sort_values("n_features", ascending=False, kind="stable").reset_index(drop=True)
@@ -609,6 +619,7 @@ def assemble_result(
         groups,
         example_members(directions, ref),
         ref["activations"].assign(n_tokens=int(cov_tokens)),
+        ref,
     )
 
 

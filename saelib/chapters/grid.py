@@ -60,7 +60,13 @@ class GridStudy:
     n_seeds: int = 5
     """Independently initialised seeds per grid point (same data, same batch order)."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(n_tokens=200_000))
-    """Training of every SAE of the grid."""
+    """Training of every SAE of the grid (its `n_tokens`: the grid's small budget, breadth over depth)."""
+    reference_seeds: int = 9
+    """Seeds trained at the reference point in depth: the anchor and N = reference_seeds - 1 comparison seeds (the
+    paper's reported setting: 96, one anchor against 95)."""
+    budgets: tuple[int, ...] = (200_000, 400_000, 800_000, 2_000_000)
+    """Training tokens of the budget curve at the reference point, increasing; the largest trains the reference
+    SAEs that chapters 2, 3 and 5 study (`reference_study`). Budgets beyond the tokens collected are epochs."""
     stability: StabilityConfig = field(default_factory=StabilityConfig)
     """Threshold tau and stable/unstable cut-offs."""
     reference: tuple[int, str, int] = (6, "topk", 4096)
@@ -85,6 +91,12 @@ class GridStudy:
             raise ValueError(f"GridStudy.sizes={self.sizes!r} must be non-empty and each larger than k={self.k}")
         if self.n_seeds < 2:
             raise ValueError(f"GridStudy.n_seeds={self.n_seeds} must be >= 2 (stability compares seeds)")
+        if self.reference_seeds < max(self.n_seeds, 2):
+            raise ValueError(
+                f"GridStudy.reference_seeds={self.reference_seeds} must be >= n_seeds={self.n_seeds} and >= 2"
+            )
+        if not self.budgets or any(b <= 0 for b in self.budgets) or list(self.budgets) != sorted(set(self.budgets)):
+            raise ValueError(f"GridStudy.budgets={self.budgets!r} must be positive token counts, strictly increasing")
         layer, variant, d_sae = self.reference
         if layer not in layers or variant not in self.variants or d_sae not in self.sizes:
             raise ValueError(f"GridStudy.reference={self.reference!r} is not a point of the grid")
@@ -119,9 +131,7 @@ def _scale_preset(scale: str) -> GridStudy:
     base = ACTIVATION_SCALES[scale]
     if scale == "smoke":
         acts = (replace(base, layer=3), base)
-        train = TrainConfig(
-            n_tokens=8_192, batch_size=512, lr=2e-3, normalize_activations=True, dead_after_tokens=4_096
-        )
+        train = TrainConfig(n_tokens=8_192, batch_size=512, lr=2e-3, normalize_activations=True)
         return GridStudy(
             acts,
             sizes=(128, 256),
@@ -129,41 +139,66 @@ def _scale_preset(scale: str) -> GridStudy:
             n_seeds=3,
             train=train,
             reference=(6, "topk", 256),
+            reference_seeds=4,
+            budgets=(8_192, 16_384),
             n_ce_contexts=1,
             thresholds=(0.5, 0.7, 0.9),
         )
     if scale == "default":
-        # One pass over DEFAULT_TRAIN_TOKENS tokens per layer (collected once, ~2 and ~3.5 minutes), k = 8: at this
-        # budget k = 32 leaves almost every latent unmatched across seeds (chapter 1's prose gives the numbers).
-        acts = tuple(replace(base, layer=layer, n_train_tokens=DEFAULT_TRAIN_TOKENS) for layer in (3, 6))
-        train = TrainConfig(
-            n_tokens=DEFAULT_TRAIN_TOKENS,
-            batch_size=1024,
-            lr=2e-3,
-            normalize_activations=True,
-            dead_after_tokens=100_000,
+        # Breadth at a small budget (every grid point, 5 seeds, one pass over DEFAULT_TRAIN_TOKENS), depth at the
+        # reference point: an anchor and 8 comparison seeds trained 10x longer, over the 1M tokens collected at its
+        # layer (epochs beyond that). k = 8: at these budgets k = 32 leaves almost every latent unmatched.
+        acts = (
+            replace(base, layer=3, n_train_tokens=DEFAULT_TRAIN_TOKENS),
+            replace(base, layer=6, n_train_tokens=1_000_000),
         )
-        return GridStudy(acts, sizes=(512, 1024, 2048), k=8, train=train, reference=(6, "topk", 2048), n_ce_contexts=4)
-    # gpu / paper: hub models, bigger dictionaries, more seeds, more tokens (several epochs of the capped corpus).
-    acts = tuple(replace(base, layer=layer) for layer in (3, 6, 9))
-    train = TrainConfig(n_tokens=20_000_000, batch_size=4096, normalize_activations=True)
-    if scale == "gpu":
+        train = TrainConfig(n_tokens=DEFAULT_TRAIN_TOKENS, batch_size=1024, lr=2e-3, normalize_activations=True)
         return GridStudy(
-            acts, sizes=(4096, 8192, 16384), n_seeds=5, train=train, reference=(6, "topk", 16384), n_ce_contexts=64
+            acts,
+            sizes=(512, 1024, 2048),
+            k=8,
+            train=train,
+            reference=(6, "topk", 1024),
+            reference_seeds=9,
+            budgets=(DEFAULT_TRAIN_TOKENS, 400_000, 800_000, 2_000_000),
+            n_ce_contexts=4,
         )
+    # gpu: hub models, bigger dictionaries, more seeds and tokens (several epochs of the capped corpus).
+    if scale == "gpu":
+        acts = tuple(replace(base, layer=layer) for layer in (3, 6, 9))
+        train = TrainConfig(n_tokens=20_000_000, batch_size=4096, normalize_activations=True)
+        return GridStudy(
+            acts,
+            sizes=(4096, 8192, 16384),
+            n_seeds=5,
+            train=train,
+            reference=(6, "topk", 16384),
+            reference_seeds=17,
+            budgets=(20_000_000, 50_000_000, 100_000_000, 200_000_000),
+            n_ce_contexts=64,
+        )
+    # paper: the reported setup (../shared/PAPER.md, secondary source): GPT-2 small, residual stream after block 7,
+    # TopK with 16,384 latents and k = 64, 1B FineWeb tokens, 96 seeds (an anchor against 95); the grid around it
+    # spans layers, sizes and variants at a tenth of the budget.
+    acts = tuple(replace(base, layer=layer) for layer in (3, 7, 10))
+    train = TrainConfig(n_tokens=100_000_000, batch_size=4096, normalize_activations=True)
     return GridStudy(
         acts,
         variants=("topk", "batchtopk", "relu", "jumprelu"),
-        sizes=(16384, 32768, 65536),
+        sizes=(4096, 16384, 65536),
+        k=64,
         n_seeds=8,
         train=train,
-        reference=(6, "topk", 32768),
+        reference=(7, "topk", 16384),
+        reference_seeds=96,
+        budgets=(100_000_000, 250_000_000, 500_000_000, 1_000_000_000),
         n_ce_contexts=128,
     )
 
 
-DEFAULT_TRAIN_TOKENS = 300_000
-"""Training tokens per SAE of the default grid (2-core CPU budget; see chapter 1's prose on what this costs)."""
+DEFAULT_TRAIN_TOKENS = 200_000
+"""Training tokens per SAE of the default grid's breadth (2-core CPU budget; chapter 1's budget curve shows what
+depth changes)."""
 
 
 class GridEntry(NamedTuple):
@@ -186,6 +221,18 @@ def grid_entries(study: GridStudy) -> list[GridEntry]:
 def reference_entry(study: GridStudy) -> GridEntry:
     """The grid point that chapters 2, 3 and 5 study in depth (`study.reference`)."""
     return GridEntry(*study.reference)
+
+
+def budget_study(study: GridStudy, n_tokens: int, n_seeds: int | None = None) -> GridStudy:
+    """The grid with every SAE trained on `n_tokens` tokens (and `n_seeds` seeds; None keeps the grid's)."""
+    return replace(study, n_seeds=n_seeds or study.n_seeds, train=replace(study.train, n_tokens=n_tokens))
+
+
+def reference_study(study: GridStudy) -> GridStudy:
+    """The grid as it trains its reference point in depth: `reference_seeds` seeds on the largest of `budgets`.
+    `train_entry`, `score_entry` and `load_split` of `reference_entry` on it give the reference SAEs that chapters 2,
+    3 and 5 study (the anchor is `study.stability.anchor`)."""
+    return budget_study(study, max(study.budgets), study.reference_seeds)
 
 
 def load_store(
@@ -253,9 +300,9 @@ class FeatureSplit(NamedTuple):
     mean_activation: Tensor
     """`(S, d_sae)`: mean activation where it fires."""
     stable_at: float
-    """Stability at or above which a latent is stable."""
+    """Stability at or above which a latent is stable (`StabilityConfig.stable_cut`)."""
     unstable_at: float
-    """Stability at or below which a latent is unstable."""
+    """Stability at or below which a latent is unstable (`StabilityConfig.unstable_cut`)."""
 
     @classmethod
     def from_stability(
@@ -268,8 +315,8 @@ class FeatureSplit(NamedTuple):
             *(v.cpu() if torch.is_tensor(v) else v for v in fs),
             frequency.cpu(),
             mean_activation.cpu(),
-            cfg.stable_at,
-            cfg.unstable_at,
+            cfg.stable_cut,
+            cfg.unstable_cut,
         )
 
     @property
@@ -405,6 +452,34 @@ def is_scored(study: GridStudy, entry: GridEntry) -> bool:
 def load_split(study: GridStudy, entry: GridEntry, *, lm: LanguageModel | None = None) -> FeatureSplit:
     """The stable/unstable split of a grid point (computed and cached on first use)."""
     return score_entry(study, entry, lm=lm)[0]
+
+
+def first_seeds(split: FeatureSplit, scores: dict, n: int, cfg: StabilityConfig) -> tuple[FeatureSplit, dict]:
+    """A grid point's split and scores as if it had trained only its first `n` seeds: stability and labels
+    recomputed among them (from `max_cos`), per-seed scores and seed pairs restricted to them. Seeds never interact
+    in training, so these are the scores of an `n`-seed stack (this lets a budget curve compare its points at one
+    number of seeds while the deepest point trains more)."""
+    S = split.stability.shape[0]
+    if not 2 <= n <= S:
+        raise ValueError(f"n={n} must lie in [2, {S}] (the seeds of the split)")
+    max_cos = split.max_cos[:n, :n]
+    alive = split.alive[:n]
+    stab, mean = stability.stability_from_max_cos(max_cos, cfg.threshold, alive)
+    sub = split._replace(
+        stability=stab,
+        mean_max_cos=mean,
+        max_cos=max_cos,
+        label=stability.stability_labels(stab, cfg),
+        frequency=split.frequency[:n],
+        mean_activation=split.mean_activation[:n],
+    )
+    out = dict(scores)
+    for key in ("explained_variance", "l0", "dead_fraction"):
+        out[key] = scores[key][:n]
+    out["pairs"] = [p for p in scores["pairs"] if p["s"] < n and p["t"] < n]
+    if "ce" in scores:
+        out["ce"] = {k: v[:n] if isinstance(v, list) and len(v) == S else v for k, v in scores["ce"].items()}
+    return sub, out
 
 
 def summary_row(entry: GridEntry, split: FeatureSplit, scores: dict) -> dict:

@@ -69,8 +69,8 @@ class PoolingStudy:
 
     @property
     def n_stack_seeds(self) -> int:
-        """Seeds of the reference point trained for pooling: the grid's first, then as many as pooling needs."""
-        return max(self.grid.n_seeds, self.pooling.n_seeds_needed)
+        """Seeds of the reference SAEs trained for pooling: the reference seeds, or more if pooling needs more."""
+        return max(self.grid.reference_seeds, self.pooling.n_seeds_needed)
 
 
 def study(scale: str = "default", device: str = "auto", **overrides: Any) -> PoolingStudy:
@@ -315,7 +315,7 @@ def run(study: PoolingStudy, *, progress: bool = True) -> PoolingResult:
     `saelib.pooling`; the stack scores and the seed sweep are kept by `cached_result` (`pooling/scores-*`,
     `pooling/sweep-*`). The language model is loaded only when something must be computed with it.
     """
-    g, cfg = study.grid, study.pooling
+    g, cfg = grid.reference_study(study.grid), study.pooling  # pooled from the reference SAEs
     entry = grid.reference_entry(g)
     acts = g.activations_at(entry.layer)
     device = g.train.device

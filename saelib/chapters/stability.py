@@ -58,8 +58,9 @@ def study(scale: str = "default", device: str = "auto", **overrides) -> Stabilit
 
 
 def _preset(scale: str, device: str) -> StabilityStudy:
-    # The grid uses k = 8 on CPU and k = 32 on GPU: compare with 32 on CPU, with the paper's reported 64 on GPU.
-    return StabilityStudy(grid.study(scale, device), compare_k=32 if scale in ("smoke", "default") else 64)
+    # The grid uses k = 8 on CPU, 32 on GPU and the paper's reported 64 at paper scale: compare with 32, 64 and 32.
+    g = grid.study(scale, device)
+    return StabilityStudy(g, compare_k=64 if g.k == 32 else 32)
 
 
 # --- Sweeps and shapes of one grid point's stability ------------------------------------------------------------------
@@ -169,6 +170,84 @@ def frequency_correlation(stability: Tensor, frequency: Tensor) -> float:
     return float(spearmanr(x.numpy(), y.numpy()).statistic)
 
 
+def label_confusion(values: Tensor, cfg: StabilityConfig, other: StabilityConfig) -> pd.DataFrame:
+    """How two labelings of the same per-feature stability `values` agree: counts of alive latents (NaN = dead,
+    left out), `cfg`'s labels (rows) against `other`'s (columns), over `unstable`, `intermediate`, `stable`."""
+    names = [stability.LABEL_NAMES[c] for c in (UNSTABLE, INTERMEDIATE, STABLE)]
+    ok = ~torch.isnan(values)
+    a = stability_labels(values[ok], cfg).numpy()
+    b = stability_labels(values[ok], other).numpy()
+    table = pd.crosstab(
+        pd.Categorical([stability.LABEL_NAMES[int(c)] for c in a], categories=names),
+        pd.Categorical([stability.LABEL_NAMES[int(c)] for c in b], categories=names),
+        dropna=False,
+    )
+    return table.rename_axis(index=_label_rule(cfg), columns=_label_rule(other))
+
+
+def _label_rule(cfg: StabilityConfig) -> str:
+    if cfg.estimator == "anchor":
+        return f"endpoints (epsilon = {cfg.epsilon:g})"
+    return f"cut-offs {cfg.stable_at:g} / {cfg.unstable_at:g}"
+
+
+CURVE_COLUMNS = [
+    "tokens",
+    "epochs",
+    "mean_stability",
+    "stable_share",
+    "unstable_share",
+    "shared_fraction",
+    "pw_mcc",
+    "explained_variance",
+    "dead_fraction",
+    "ce_loss_score",
+]
+"""The columns of `StabilityResult.curve`."""
+
+
+def budget_curve(study: GridStudy, *, progress: bool = True) -> pd.DataFrame:
+    """The reference point's scores against training tokens: one row per budget of `study.budgets`, each trained
+    and scored with the grid's `n_seeds` seeds (the deepest budget is the reference stack, scored on its first
+    `n_seeds` seeds, so that every point compares the same number of seeds). `epochs`: tokens over those collected."""
+    entry = grid.reference_entry(study)
+    deep = grid.reference_study(study)
+    collected = study.activations_at(entry.layer).n_train_tokens
+    rows = []
+    for n_tokens in study.budgets:
+        point = deep if n_tokens == max(study.budgets) else grid.budget_study(study, n_tokens)
+        split, scores = grid.first_seeds(
+            *grid.score_entry(point, entry, progress=progress), study.n_seeds, study.stability
+        )
+        row = grid.summary_row(entry, split, scores)
+        rows.append(row | {"tokens": n_tokens, "epochs": n_tokens / collected})
+    frame = pd.DataFrame(rows)
+    return frame.reindex(columns=CURVE_COLUMNS)
+
+
+def log_fit(tokens, values, at: float) -> dict[str, float]:
+    """Least-squares line of `values` against log10(tokens): `slope` (change per 10x tokens), `intercept`, `r2`,
+    `last_slope` (per 10x between the last two points) and `at_value`, the line at `at` tokens (an extrapolation
+    when `at` lies beyond the data)."""
+    import numpy as np
+
+    x, y = np.log10(np.asarray(tokens, dtype=float)), np.asarray(values, dtype=float)
+    ok = np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 2:
+        raise ValueError("log_fit needs at least 2 finite points")
+    slope, intercept = np.polyfit(x, y, 1)
+    resid = y - (slope * x + intercept)
+    ss = float(((y - y.mean()) ** 2).sum())
+    return {
+        "slope": float(slope),
+        "intercept": float(intercept),
+        "r2": 1 - float((resid**2).sum()) / ss if ss > 0 else float("nan"),
+        "last_slope": float((y[-1] - y[-2]) / (x[-1] - x[-2])),
+        "at_value": float(slope * np.log10(at) + intercept),
+    }
+
+
 # --- The chapter: run, summary, claims --------------------------------------------------------------------------------
 
 
@@ -206,31 +285,39 @@ class StabilityResult(NamedTuple):
     activations: pd.DataFrame
     """One row per layer: `layer`, `hook`, `train tokens collected`, `held-out contexts`."""
     table: pd.DataFrame
-    """The grid table: one `grid.summary_row` per grid point."""
+    """The grid table at the grid's small budget: one `grid.summary_row` per grid point."""
     reference: GridEntry
     """The reference grid point."""
+    ref_row: dict
+    """`grid.summary_row` of the reference SAEs: the reference point trained in depth (`grid.reference_study`)."""
     split: FeatureSplit
-    """Its per-latent stability and labels."""
+    """Their per-latent stability and labels."""
     null: ReferenceNull
-    """Its untrained null's per-latent stability, and the halves of the shared rule."""
+    """Their untrained null's per-latent stability, and the halves of the shared rule."""
     shape: dict[str, float]
-    """`bimodality` of its stability."""
+    """`bimodality` of their stability."""
     top_dimensions: pd.DataFrame
     """Per layer, the coordinates of largest variance: `layer`, `rank`, `dimension`, `variance_share`."""
     by_threshold: pd.DataFrame
-    """`threshold_sweep` at the reference point over `grid.thresholds`."""
+    """`threshold_sweep` of the reference SAEs over `grid.thresholds`."""
     by_reference_seeds: pd.DataFrame
-    """`reference_seed_sweep` at the reference point."""
+    """`reference_seed_sweep` of the reference SAEs: labels against N = 1 .. reference_seeds - 1 comparison seeds."""
+    confusion: pd.DataFrame
+    """`label_confusion` of the reference SAEs: the paper's endpoint labels against the all-pairs cut-offs."""
     latents: pd.DataFrame
-    """`grid.latent_table` of the reference point (alive latents of every seed)."""
+    """`grid.latent_table` of the reference SAEs (alive latents of every seed)."""
     frequency_rho: float
-    """`frequency_correlation` at the reference point."""
+    """`frequency_correlation` of the reference SAEs."""
     by_k: pd.DataFrame
-    """The reference point's scores at the grid's k and at `compare_k`, indexed by `k`."""
+    """The reference point's scores at the grid's k and at `compare_k` (grid budget), indexed by `k`."""
     whole: pd.DataFrame
     """Whole-SAE scores per grid point: shared fraction and PW-MCC, and their untrained nulls."""
     counts: pd.DataFrame
-    """Latents per seed (rows) and label (columns) at the reference point, dead excluded."""
+    """Latents per seed (rows) and label (columns) of the reference SAEs, dead excluded."""
+    curve: pd.DataFrame
+    """`budget_curve`: the reference point's scores against training tokens."""
+    curve_fit: dict[str, dict[str, float]]
+    """`log_fit` of each score of `curve` against log10 tokens, extrapolated to `PAPER_TOKENS`."""
 
 
 K_COLUMNS = [
@@ -248,14 +335,22 @@ WHOLE_COLUMNS = ["layer", "variant", "d_sae", "shared_fraction", "null_shared_fr
 """The columns of `StabilityResult.whole`."""
 
 
+PAPER_TOKENS = 1_000_000_000
+"""Training tokens per SAE in the paper's reported setting (secondary source): the budget curve's extrapolation."""
+FIT_COLUMNS = ("mean_stability", "stable_share", "unstable_share", "shared_fraction", "pw_mcc", "explained_variance")
+"""The scores of the budget curve fitted against log tokens."""
+
+
 def run(study: StabilityStudy, *, progress: bool = True) -> StabilityResult:
-    """Train and score the grid (cached per grid point), then everything chapter 1 shows about its reference point."""
+    """Train and score the grid (cached per grid point), the reference point in depth and its budget curve, then
+    everything chapter 1 shows about the reference SAEs."""
     g = study.grid
-    table, splits, _ = grid.run_grid(g, progress=progress)
+    table, _, _ = grid.run_grid(g, progress=progress)
     entry = grid.reference_entry(g)
-    split = splits[entry]
-    ref_row = table.set_index(["layer", "variant", "d_sae"]).loc[tuple(entry)].to_dict() | entry._asdict()
-    k_rows = [ref_row | {"k": g.k}]
+    deep = grid.reference_study(g)
+    split, scores = grid.score_entry(deep, entry, progress=progress)
+    breadth_row = table.set_index(["layer", "variant", "d_sae"]).loc[tuple(entry)].to_dict() | entry._asdict()
+    k_rows = [breadth_row | {"k": g.k}]
     if study.compare_k:
         other = replace(g, k=study.compare_k)
         k_rows.append(
@@ -280,22 +375,28 @@ def run(study: StabilityStudy, *, progress: bool = True) -> StabilityResult:
             for a in g.activations
         ]
     )
+    curve = budget_curve(g, progress=progress)
+    all_pairs = replace(g.stability, estimator="all_pairs")
     return StabilityResult(
         study=study,
         activations=activations,
         table=table,
         reference=entry,
+        ref_row=grid.summary_row(entry, split, scores),
         split=split,
-        null=reference_null(g, entry),
+        null=reference_null(deep, entry),
         shape=bimodality(split.stability),
         top_dimensions=dims,
         by_threshold=threshold_sweep(split.max_cos, g.thresholds, g.stability, split.alive),
         by_reference_seeds=reference_seed_sweep(split.max_cos, g.stability, split.alive, study.n_draws),
+        confusion=label_confusion(split.stability, g.stability, all_pairs),
         latents=latents,
         frequency_rho=frequency_correlation(split.stability, split.frequency),
         by_k=pd.DataFrame(k_rows).set_index("k")[K_COLUMNS],
         whole=table[WHOLE_COLUMNS],
         counts=latents.groupby(["seed", "label"]).size().unstack(fill_value=0),
+        curve=curve,
+        curve_fit={c: log_fit(curve.tokens, curve[c], PAPER_TOKENS) for c in FIT_COLUMNS},
     )
 
 
@@ -320,8 +421,10 @@ REF_KEYS = (
 def summary(result: StabilityResult) -> dict[str, float | int | str]:
     """Every number chapter 1's prose quotes and its claims compare (plain floats, ints and strings)."""
     g, table, entry = result.study.grid, result.table, result.reference
-    ref = table.set_index(["layer", "variant", "d_sae"]).loc[tuple(entry)]
+    ref = result.ref_row
     nan = float("nan")
+    curve, fit, conf = result.curve, result.curve_fit, result.confusion
+    agree = sum(int(conf.iloc[i, i]) for i in range(len(conf))) / max(int(conf.values.sum()), 1)
     by_size = table.sort_values("d_sae").groupby(["layer", "variant"]).mean_stability
     trend = by_size.last() - by_size.first() if table.d_sae.nunique() > 1 else pd.Series([nan])
     top = result.top_dimensions[result.top_dimensions["rank"] == 0].variance_share
@@ -337,10 +440,28 @@ def summary(result: StabilityResult) -> dict[str, float | int | str]:
         "train_tokens": f"{g.train.n_tokens:,}",
         "n_points": len(table),
         "tau": g.stability.threshold,
-        "stable_at": g.stability.stable_at,
-        "unstable_at": g.stability.unstable_at,
+        "stable_at": g.stability.stable_cut,
+        "unstable_at": g.stability.unstable_cut,
+        "estimator": g.stability.estimator,
+        "epsilon": g.stability.epsilon,
+        "all_pairs_stable_at": g.stability.stable_at,
+        "all_pairs_unstable_at": g.stability.unstable_at,
+        "ref_seeds": g.reference_seeds,
+        "ref_n_comparisons": g.reference_seeds - 1,
+        "ref_tokens": f"{max(g.budgets):,}",
+        "ref_epochs": float(curve.epochs.iloc[-1]),
+        "ref_collected": f"{g.activations_at(entry.layer).n_train_tokens:,}",
+        "label_agreement": agree,
+        "n_budgets": len(curve),
+        "budget_span": float(curve.tokens.iloc[-1] / curve.tokens.iloc[0]),
+        "curve_tokens_lo": f"{int(curve.tokens.iloc[0]):,}",
+        "curve_tokens_hi": f"{int(curve.tokens.iloc[-1]):,}",
+        **{f"curve_{c}_lo": float(curve[c].iloc[0]) for c in CURVE_COLUMNS[2:]},
+        **{f"curve_{c}_hi": float(curve[c].iloc[-1]) for c in CURVE_COLUMNS[2:]},
+        **{f"fit_{c}_{k}": v for c, f in fit.items() for k, v in f.items()},
         "ref_name": entry.name,
         **{f"ref_{k}": float(ref.get(k, nan)) for k in REF_KEYS},
+        **{f"breadth_ref_{k}": float(result.by_k[k].iloc[0]) for k in ("mean_stability", "stable_share")},
         "ref_null_share_zero": float((null[~torch.isnan(null)] == 0).double().mean()),
         "ev_min": float(table.explained_variance.min()),
         "ev_max": float(table.explained_variance.max()),

@@ -88,19 +88,19 @@ def _preset(scale: str, device: str) -> SyntheticStudy:
     if scale == "smoke":
         data = SyntheticConfig(d_in=32, n_isolated=24, n_groups=2, group_rank=4, n_samples=30_000)
         sae = SAEConfig(d_in=32, d_sae=64, k=4, n_seeds=3)
-        train = TrainConfig(n_tokens=200_000, batch_size=256, dead_after_tokens=20_000, device=device)
+        train = TrainConfig(n_tokens=200_000, batch_size=256, dead_window=0.1, device=device)
         return SyntheticStudy(data, sae, train, sweep_values=(1, 4))
     if scale == "default":
         data = SyntheticConfig(n_isolated=48, n_groups=3, group_rank=6, n_samples=200_000)
         sae = SAEConfig(d_in=64, d_sae=128, k=6, n_seeds=5)
-        train = TrainConfig(n_tokens=200_000 * 8, batch_size=1024, dead_after_tokens=200_000, device=device)
+        train = TrainConfig(n_tokens=200_000 * 8, batch_size=1024, dead_window=0.1, device=device)
         return SyntheticStudy(data, sae, train, sweep_values=(1, 2, 4, 6, 8))
     # gpu / paper: wider activations, more features, more seeds, more tokens.
     data = SyntheticConfig(
         d_in=256, n_isolated=512, p_isolated=0.004, n_groups=16, group_rank=4, p_group=0.03, n_samples=2_000_000
     )
     sae = SAEConfig(d_in=256, d_sae=1024, k=8, n_seeds=10 if scale == "paper" else 8)
-    train = TrainConfig(n_tokens=2_000_000 * 10, batch_size=4096, dead_after_tokens=2_000_000, device=device)
+    train = TrainConfig(n_tokens=2_000_000 * 10, batch_size=4096, dead_window=0.1, device=device)
     return SyntheticStudy(data, sae, train, sweep_values=(1, 2, 4, 8, 16))
 
 

@@ -86,15 +86,17 @@ ACTIVATION_SCALES: dict[str, ActivationConfig] = {
         contexts_per_shard=512,
         batch_contexts=64,
     ),
+    # The paper's reported setup (secondary source): GPT-2 small's residual stream after block 7, 1B FineWeb tokens
+    # (about 1.5M documents; needs the network, and 1.5 TB of float16 activations on disk).
     "paper": ActivationConfig(
-        model="EleutherAI/pythia-160m",
-        layer=6,
-        hook="mlp_out",
-        n_train_tokens=2_500_000,
-        n_eval_contexts=256,
-        contexts_per_shard=512,
+        model="gpt2",
+        layer=7,
+        hook="resid_post",
+        corpus="hf:HuggingFaceFW/fineweb:sample-10BT@1500000",
+        n_train_tokens=1_000_000_000,
+        n_eval_contexts=1024,
+        contexts_per_shard=1024,
         batch_contexts=64,
-        dtype="float32",
     ),
 }
 """`ActivationConfig` per named scale (`smoke`, `default`, `gpu`, `paper`)."""

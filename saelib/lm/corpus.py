@@ -8,7 +8,9 @@ offline-reproducibly by a pinned name (`data/README.md` has provenance and licen
 - `wordnet`: every gloss of WordNet 3.0 from `wordnet-base` ("lemma: definition; "example sentence""), everyday
   vocabulary of all parts of speech, about 2.2M tokens.
 
-`text:PATH` reads a plain-text file or a folder of `*.txt` files instead (paragraphs split at blank lines), and
+`hf:NAME[:CONFIG][@N]` streams the `text` field of the first N documents of a hub dataset (needs the network and
+the `datasets` package; the paper scale reads FineWeb this way), `text:PATH` reads a plain-text file or a folder of
+`*.txt` files instead (paragraphs split at blank lines), and
 `fixture` is the small committed sample under `data/fixtures/` that the tests and the smoke scale use.
 Contexts are `context_len` tokens with BOS first, cut from each document's token stream; a document's tail is
 padded when it holds at least `min_tail` tokens and dropped otherwise; exact duplicate contexts are dropped.
@@ -126,6 +128,28 @@ def read_text(path: str | Path) -> list[Document]:
     return [Document(f"text/{f.name}", _clean(f.read_text(encoding="utf-8"))) for f in files]
 
 
+def read_hub(spec: str) -> list[Document]:
+    """The first N documents (`text` field) of a hub dataset, from `NAME[:CONFIG][@N]` (default N: 100,000),
+    streamed with the `datasets` package (split `train`)."""
+    name, _, count = spec.partition("@")
+    name, _, config = name.partition(":")
+    try:
+        n_docs = int(count) if count else 100_000
+    except ValueError:
+        raise ValueError(f"corpus source hf:{spec!r}: the document count after @ must be an integer") from None
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError(f"corpus source hf:{spec} needs the datasets package: pip install datasets") from None
+    stream = datasets.load_dataset(name, config or None, split="train", streaming=True)
+    docs = []
+    for i, row in enumerate(stream):
+        if i == n_docs:
+            break
+        docs.append(Document(f"hf/{name}/{i}", _clean(row["text"])))
+    return docs
+
+
 def fixture_path() -> Path:
     """The committed sample text used by the tests and the smoke scale."""
     return data_dir() / "fixtures" / "corpus_sample.txt"
@@ -151,8 +175,12 @@ def load_documents(corpus: str) -> list[Document]:
             docs += read_text(fixture_path())
         elif source.startswith("text:"):
             docs += read_text(source[len("text:") :])
+        elif source.startswith("hf:"):
+            docs += read_hub(source[len("hf:") :])
         else:
-            raise ValueError(f"corpus source {source!r} is unknown; use austen, wordnet, fixture or text:PATH")
+            raise ValueError(
+                f"corpus source {source!r} is unknown; use austen, wordnet, fixture, text:PATH or hf:NAME[:CONFIG][@N]"
+            )
     docs = [d for d in docs if d.text.strip()]
     if not docs:
         raise ValueError(f"corpus {corpus!r} holds no text")
@@ -179,6 +207,7 @@ def source_files(corpus: str) -> list[Path]:
 def corpus_fingerprint(corpus: str) -> str:
     """sha256 over the names, sizes and modification times of the corpus's files ("" if one is missing)."""
     h = hashlib.sha256()
+    h.update("+".join(src.strip() for src in corpus.split("+") if src.strip().startswith("hf:")).encode())
     for f in source_files(corpus):
         try:
             st = f.stat()

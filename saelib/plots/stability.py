@@ -98,3 +98,53 @@ def plot_stability_vs_frequency(latents: pd.DataFrame, ax: Axes | None = None) -
     )
     ax.legend(fontsize="small", loc="upper left")
     return ax
+
+
+CURVE_PANELS = (
+    (
+        "per-feature stability",
+        {"mean_stability": "mean stability", "stable_share": "share stable", "unstable_share": "share unstable"},
+    ),
+    ("whole-SAE matching", {"shared_fraction": "shared fraction", "pw_mcc": "PW-MCC"}),
+    (
+        "quality",
+        {
+            "explained_variance": "explained variance",
+            "ce_loss_score": "CE-loss score",
+            "dead_fraction": "dead fraction",
+        },
+    ),
+)
+"""The panels of `plot_budget_curve`: a title and the curve's columns each draws, with their legend names."""
+
+
+def plot_budget_curve(curve: pd.DataFrame, fit: dict[str, dict[str, float]] | None = None, axes=None):
+    """The reference point's scores against training tokens (log axis), one panel per `CURVE_PANELS` entry; where
+    `fit` holds a column's `log_fit`, its line is drawn dashed over the measured range.
+
+    Returns:
+        The three axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(15, 4), sharex=True)
+    colors = sns.color_palette("colorblind", 3)
+    special = {"stable_share": PALETTE["stable"], "unstable_share": PALETTE["unstable"]}
+    x = curve.tokens.to_numpy(dtype=float)
+    xs = np.geomspace(x.min(), x.max(), 50)
+    for ax, (title, columns) in zip(axes, CURVE_PANELS):
+        for (column, name), marker, color in zip(columns.items(), "osd", colors):
+            if column not in curve or curve[column].isna().all():
+                continue
+            c = special.get(column, color)
+            ax.plot(x, curve[column], "-" + marker, c=c, label=name)
+            if fit is not None and column in fit:
+                f = fit[column]
+                ax.plot(xs, f["slope"] * np.log10(xs) + f["intercept"], "--", c=c, lw=0.8)
+        ax.set(xscale="log", xlabel="training tokens per SAE", title=title, ylim=(-0.02, 1.02))
+        ax.set_xticks(x, [f"{t / 1e6:g}M" for t in x])
+        ax.minorticks_off()
+        ax.legend(fontsize="small")
+    axes[0].set_ylabel("score")
+    return axes

@@ -319,12 +319,13 @@ def test_run_on_a_tiny_grid_caches_every_point(tmp_path, monkeypatch, _artifacts
     result = geometry.run(st)
     entries = grid.grid_entries(tiny)
     assert set(result.tables) == set(entries) and len(result.points) == len(entries) == 4
-    assert result.reference == grid.reference_entry(tiny) and result.split.label.shape == (3, 48)
+    # the reference SAEs: the reference point trained in depth (4 seeds), its tables cached beside the grid's
+    assert result.reference == grid.reference_entry(tiny) and result.split.label.shape == (4, 48)
     assert result.covariance.d.iloc[0] == 32 and result.covariance.n_tokens.iloc[0] > 0
-    assert len(list((_artifacts_in_tmp / "geometry").glob("L*-topk-*/result.pt"))) == 4
+    assert len(list((_artifacts_in_tmp / "geometry").glob("L*-topk-*/result.pt"))) == 5
     s = geometry.summary(result)
     assert all(type(v) in (float, int, str) for v in s.values())
-    assert s["n_points"] == 4 and s["d_in"] == 32 and s["n_seeds"] == 3
+    assert s["n_points"] == 4 and s["d_in"] == 32 and s["n_seeds"] == 4
     assert {c.verdict for c in geometry.claims(s)} <= set(common.VERDICTS)
     # a second run reads every table, SAE and split from the cache
     monkeypatch.setattr(geometry, "_stack_tables", lambda *a: pytest.fail("recomputed cached tables"))

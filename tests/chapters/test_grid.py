@@ -136,7 +136,7 @@ def test_feature_split_is_feature_stability_plus_firing_statistics(tmp_path):
     # The artifact format: tensors and numbers by field name, read back equal.
     grid._save_split(split, tmp_path)
     again = grid._read_split(tmp_path)
-    assert again._fields == split._fields and (again.stable_at, again.unstable_at) == (cfg.stable_at, cfg.unstable_at)
+    assert again._fields == split._fields and (again.stable_at, again.unstable_at) == (cfg.stable_cut, cfg.unstable_cut)
     for name in ("stability", "max_cos", "label", "frequency"):
         torch.testing.assert_close(getattr(again, name), getattr(split, name), equal_nan=True)
     with pytest.raises(ValueError, match="frequency 0"):

@@ -121,6 +121,11 @@ def _result(table_changes=None, **changes):
         [[0.0, 0.0, 1.0, float("nan")], [1.0, 0.0, 0.0, 0.0]], [[0.001, 0.003, 0.02, 0.0], [0.04, 0.002, 0.002, 0.002]]
     )
     entry = GridEntry(6, "topk", 256)
+    # Mean stability 0.2 at 100k tokens, 0.4 at 1M: +0.2 per tenfold, 1.0 at 1B on that line.
+    curve = pd.DataFrame(
+        {c: [0.5, 0.5] for c in chapter.CURVE_COLUMNS}
+        | {"tokens": [100_000, 1_000_000], "epochs": [0.5, 5.0], "mean_stability": [0.2, 0.4]}
+    )
     fields = dict(
         study=s,
         activations=pd.DataFrame(),
@@ -141,11 +146,15 @@ def _result(table_changes=None, **changes):
         by_reference_seeds=pd.DataFrame({"label_agreement": [0.7, 0.9, 1.0]}),
         latents=grid.latent_table(entry, split),
         frequency_rho=0.3,
-        by_k=pd.DataFrame({"k": [8, 32], "mean_stability": [0.4, 0.1], "explained_variance": [0.8, 0.9]}).set_index(
-            "k"
-        ),
+        by_k=pd.DataFrame(
+            {"k": [8, 32], "mean_stability": [0.4, 0.1], "stable_share": [0.3, 0.05], "explained_variance": [0.8, 0.9]}
+        ).set_index("k"),
         whole=pd.DataFrame(),
         counts=pd.DataFrame(),
+        ref_row=table.iloc[-1].to_dict(),
+        confusion=chapter.label_confusion(split.stability, StabilityConfig(), StabilityConfig(estimator="all_pairs")),
+        curve=curve,
+        curve_fit={c: chapter.log_fit(curve.tokens, curve[c], chapter.PAPER_TOKENS) for c in chapter.FIT_COLUMNS},
     )
     return chapter.StabilityResult(**(fields | changes))
 
@@ -164,6 +173,30 @@ def test_summary_known_answers():
     assert s["stab_tau_lo"] == 0.8 and s["tau_hi"] == 0.9
     assert s["k_grid"] == 8 and s["k_other"] == 32 and s["stab_k_other"] == 0.1
     assert s["model"] == "gemma3-270m" and s["sizes"] == "128, 256"
+    # the paper's endpoints and the all-pairs cut-offs agree on these 0/1 stabilities
+    assert s["label_agreement"] == 1.0 and s["stable_at"] == 0.95 and s["all_pairs_stable_at"] == 0.8
+    assert s["fit_mean_stability_slope"] == pytest.approx(0.2) and s["fit_mean_stability_at_value"] == pytest.approx(
+        1.0
+    )
+    assert s["curve_mean_stability_lo"] == 0.2 and s["budget_span"] == 10 and s["curve_tokens_hi"] == "1,000,000"
+
+
+def test_label_confusion_counts_each_latent_once():
+    p = torch.tensor([[0.0, 0.125, 0.875, 1.0, 0.5, float("nan")]])  # N = 8: 0, 1, 7, 8 matches, 4, dead
+    table = chapter.label_confusion(p, StabilityConfig(), StabilityConfig(estimator="all_pairs"))
+    assert int(table.values.sum()) == 5 and list(table.index) == ["unstable", "intermediate", "stable"]
+    # endpoints: unstable {0}, stable {1}; cut-offs 0.8 / 0.2: unstable {0, 1/8}, stable {7/8, 1}
+    assert table.loc["unstable", "unstable"] == 1 and table.loc["intermediate", "unstable"] == 1
+    assert table.loc["intermediate", "stable"] == 1 and table.loc["stable", "stable"] == 1
+    assert table.loc["intermediate", "intermediate"] == 1
+
+
+def test_log_fit_known_line_and_its_extrapolation():
+    fit = chapter.log_fit([1e3, 1e4, 1e5], [0.1, 0.2, 0.3], at=1e9)
+    assert fit["slope"] == pytest.approx(0.1) and fit["r2"] == pytest.approx(1.0)
+    assert fit["last_slope"] == pytest.approx(0.1) and fit["at_value"] == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="2 finite"):
+        chapter.log_fit([1e3, 1e4], [0.1, float("nan")], at=1e9)
 
 
 def _verdicts(s):
@@ -254,13 +287,20 @@ def test_run_on_a_tiny_grid(tmp_path):
     result = chapter.run(chapter.StabilityStudy(g, compare_k=8, n_draws=2), progress=False)
     split, table = result.split, result.table
     assert len(table) == 2 and result.reference == GridEntry(2, "topk", 48)
-    # The cached null at the reference point is the one `grid.score_entry` averaged into the table.
+    # The reference SAEs: the reference point trained in depth (4 seeds, the largest budget).
+    assert split.stability.shape == (4, 48) and result.null.null_stability.shape == (4, 48)
+    assert float(result.null.null_stability.mean()) == pytest.approx(result.ref_row["null_stability"], abs=1e-6)
+    # The k comparison stays at the grid's budget: its first row is the grid's own reference point.
     ref = table[(table.layer == 2) & (table.d_sae == 48)].iloc[0]
-    assert result.null.null_stability.shape == (3, 48)
-    assert float(result.null.null_stability.mean()) == pytest.approx(ref.null_stability, abs=1e-6)
     assert list(result.by_k.index) == [4, 8] and result.by_k.loc[4, "mean_stability"] == ref.mean_stability
     assert int(result.counts.values.sum()) == int(split.alive.sum()) == len(result.latents)
-    assert list(result.by_threshold.threshold) == [0.5, 0.9] and len(result.by_reference_seeds) == 2
+    assert list(result.by_threshold.threshold) == [0.5, 0.9] and len(result.by_reference_seeds) == 3
+    # The budget curve: the grid's budget is the grid's own point; the deepest is the reference SAEs' first 3 seeds.
+    curve = result.curve
+    assert list(curve.tokens) == [1_600, 3_200] and curve.mean_stability.iloc[0] == pytest.approx(ref.mean_stability)
+    first3, _ = st.stability_from_max_cos(split.max_cos[:3, :3], g.stability.threshold, split.alive[:3])
+    assert curve.mean_stability.iloc[1] == pytest.approx(float(first3.nanmean()))
+    assert int(result.confusion.values.sum()) == int(split.alive.sum())
     s = chapter.summary(result)
     assert s["n_points"] == 2 and s["ref_mean_stability"] == pytest.approx(float(split.stability.nanmean()))
     assert all(c.verdict in common.VERDICTS for c in chapter.claims(s))

@@ -110,18 +110,21 @@ def test_sparse_decode_equals_dense_decode_with_gradients():
     torch.testing.assert_close(sae(x).x_hat, dense, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("variant", ["topk", "batchtopk"])
 @pytest.mark.parametrize("shared_batch", [True, False])
-def test_sparse_topk_step_matches_dense_forward_and_gradients(shared_batch):
+def test_sparse_step_matches_dense_forward_and_gradients(shared_batch, variant):
+    """The sparse training step (sparse decoder, sparse encoder gradient, AuxK over the dead columns only) gives
+    the dense path's reconstructions, AuxK reconstructions and gradients."""
     from saelib.train import _dense_aux_hat
 
-    sae = _perturbed("topk").train()
+    sae = _perturbed(variant).train()
     x = torch.randn(40, 16) if shared_batch else torch.randn(3, 40, 16)
     dead = torch.rand(3, 48) < 0.3
     dead[1] = False  # a seed without dead latents
     dead[2, :2] = True  # fewer dead latents than aux_k on some seeds: padded entries must not leak gradient
     params = [sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec]
 
-    fast = sae.topk_step(x, dead, aux_k=20)
+    fast = sae.sparse_step(x, dead, aux_k=20)
     loss_fast = fast.x_hat.pow(2).sum() + fast.aux_hat.pow(3).sum()
     g_fast = torch.autograd.grad(loss_fast, params)
 
@@ -134,8 +137,24 @@ def test_sparse_topk_step_matches_dense_forward_and_gradients(shared_batch):
     torch.testing.assert_close(fast.aux_hat, aux_hat, atol=1e-5, rtol=1e-5)
     for a, b in zip(g_fast, g_dense):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
-    no_aux = sae.topk_step(x)
+    assert torch.all(fast.token[:, 1:] >= fast.token[:, :-1])
+    n_selected = (fast.values > 0).sum(-1)
+    assert torch.equal(n_selected, (dense.latents > 0).sum((1, 2)))
+    no_aux = sae.sparse_step(x)
     assert no_aux.aux_hat is None and torch.allclose(no_aux.x_hat, fast.x_hat)
+
+
+def test_aux_uses_at_most_the_dead_latents():
+    sae = _perturbed("topk").train()
+    dead = torch.zeros(3, 48, dtype=torch.bool)
+    dead[0, :5] = True
+    dead[2, 7] = True
+    out = sae.sparse_step(torch.randn(10, 16), dead, aux_k=256)
+    assert out.aux_hat is not None
+    # seed 1 has no dead latent: its AuxK reconstruction is exactly zero
+    assert torch.all(out.aux_hat[1] == 0) and out.aux_hat[0].abs().sum() > 0
+    with pytest.raises(ValueError, match="sparse_step"):
+        _perturbed("relu").sparse_step(torch.randn(4, 16))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -156,3 +156,21 @@ def test_normalized_training_on_large_activations():
     assert ((res.sae.decoder_directions() @ D.T).amax(1).mean(-1) > 0.8).all()
     raw = train_saes(cfg, replace(tc, normalize_activations=False), x, progress=False)
     torch.testing.assert_close(evaluate_sae(raw.sae, x).explained_variance, ev.explained_variance, atol=0.03, rtol=0)
+
+
+def test_the_dead_window_scales_with_the_run():
+    assert TrainConfig(n_tokens=1_000_000, batch_size=1024).dead_after == 50_000
+    assert TrainConfig(n_tokens=10_000_000, batch_size=1024).dead_after == 500_000
+    assert TrainConfig(n_tokens=4_000, batch_size=1024).dead_after == 1024  # never under one batch
+    assert TrainConfig(n_tokens=10_000_000, dead_after_tokens=7).dead_after == 7
+    with pytest.raises(ValueError, match="dead_window"):
+        TrainConfig(n_tokens=100, dead_window=0.0)
+
+
+def test_auxk_acts_in_a_short_run():
+    """With the window a fraction of the run, latents that stop firing get the AuxK loss even in a short run."""
+    x = torch.randn(4096, 3) @ torch.randn(3, 16)  # rank-3 data: most of 128 latents never win the top 1
+    cfg = SAEConfig(d_in=16, d_sae=128, k=1, n_seeds=2)
+    res = train_saes(cfg, TrainConfig(n_tokens=20_000, batch_size=256, log_every=5, device="cpu"), x, progress=False)
+    aux = torch.tensor(res.history["aux_loss"])
+    assert (aux > 0).any(), "AuxK never ran"
