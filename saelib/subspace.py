@@ -10,8 +10,8 @@ covariance (the harder null: real features live where the data has variance).
 store); `rank_stats` and `ordered_basis` give a set's effective rank and, from one decomposition, its span at every
 rank. The paper's own geometry measures (arXiv 2606.12138, as reported by a secondary source):
 `normalized_effective_rank` (ER/d) with its size-matched control `random_subset_effective_rank`, and
-`top_subspace_transfer` with its controls `random_latent_transfer` and `random_subspace_transfer`. Chapter 3's analysis of the stable / unstable split built on these lives in
-`saelib.chapters.geometry`.
+`top_subspace_transfer` with its controls `random_latent_transfer` and `random_subspace_transfer`. Chapter 3's
+analysis of the stable / unstable split built on these lives in `saelib.chapters.geometry`.
 """
 
 from __future__ import annotations

@@ -286,7 +286,8 @@ SURFACE_FORM_RULES: dict[str, re.Pattern[str]] = {
     ),
     "formatting": re.compile(
         r"\bformat(?:ting|ted)?\b|\bwhitespace\b|\bnew ?lines?\b|\bline breaks?\b|\bindent(?:ation|ed)?\b"
-        r"|\btabs?\b|\bmarkdown\b|\bhtml\b|\bmarkup\b|\bcapitali[sz](?:ed|ation)\b|\bupper-?case\b|\blower-?case\b"
+        r"|\btabs?\b|\bmarkdown\b|\bhtml\b|\bmarkup\b|\bcapitali[sz](?:ed|ation)\b"
+        r"|\bupper[- ]?case\b|\blower[- ]?case\b"
         r"|\bbullet(?: points?)?\b|\bheadings?\b|\bheaders?\b|\bcode blocks?\b"
     ),
     "single token": re.compile(
