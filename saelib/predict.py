@@ -1,6 +1,7 @@
 """Predicting a latent's stability from one seed (arXiv 2606.12138, as reported by a secondary source: a logistic
 regression trained on one seed's decoder vectors predicts other seeds' stability labels with F1 about 0.67-0.73).
 
+- `labels_per_seed`: the paper's endpoint labels of every seed, each seed in turn the anchor.
 - `latent_features`: per-latent feature matrices of every seed: the decoder vectors, cheap statistics (log firing
   frequency, mean activation, encoder-row norm) and the frequency alone.
 - `predict_stability`: a logistic regression per feature set, trained on one seed's stable and unstable latents and
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from saelib.stability import STABLE, UNSTABLE
+from saelib.stability import STABLE, UNSTABLE, anchor_stability
 
 FREQUENCY_FLOOR = 1e-7
 """Firing frequencies are floored here before the log (a dead latent has frequency 0)."""
@@ -62,6 +63,24 @@ def latent_features(
         [log_freq, mean_activation.double().cpu().nan_to_num(0.0), encoder_norm.double().cpu()], dim=-1
     )  # (S, F, 3)
     return {"decoder": decoder.double().cpu(), "stats": stats, "frequency": log_freq.unsqueeze(-1)}
+
+
+def labels_per_seed(
+    directions: Tensor, *, threshold: float = 0.7, epsilon: float = 0.05, alive: Tensor | None = None
+) -> Tensor:
+    """`(S, F)` int8 endpoint labels of every seed, each seed in turn the anchor of the paper's estimator
+    (`saelib.stability.anchor_stability`): the classifier's training labels and its test labels.
+
+    Args:
+        directions: `(S, F, d)` decoder rows.
+        threshold, epsilon, alive: as in `anchor_stability`.
+    """
+    return torch.stack(
+        [
+            anchor_stability(directions, s, threshold=threshold, epsilon=epsilon, alive=alive).label.cpu()
+            for s in range(len(directions))
+        ]
+    )
 
 
 def _xy(features: Tensor, label: Tensor, seed: int, positive: int) -> tuple[Any, Any]:

@@ -405,3 +405,90 @@ def random_subspace_transfer(dirs_t: Tensor, ranks: int | Sequence[int], *, n_dr
         captured = (v @ q.T).pow(2).sum(0).cumsum(0) / len(v)
         out.append(captured[torch.tensor(rs) - 1])
     return torch.stack(out)
+
+
+def group_effective_rank(
+    directions: Tensor, group: Tensor, alive: Tensor, *, n_draws: int = 20, seed: int = 0
+) -> list[dict]:
+    """ER/d of one group's decoder sub-matrix in every seed, beside size-matched random subsets of alive latents.
+
+    Args:
+        directions: `(S, F, d)` decoder rows.
+        group: `(S, F)` bool, the group (e.g. `label == UNSTABLE`).
+        alive: `(S, F)` bool, the latents the control may draw.
+        n_draws: control draws per seed.
+        seed: seed of the draws.
+
+    Returns:
+        One row per seed holding the group: `seed`, `n`, `er_d` (the group's ER/d), `control_mean`, `control_std`.
+    """
+    if group.shape != directions.shape[:2] or alive.shape != group.shape:
+        raise ValueError(f"group and alive must be (S, F) = {tuple(directions.shape[:2])}")
+    rows = []
+    for s in range(len(directions)):
+        n = int(group[s].sum())
+        if n == 0:
+            continue
+        ctrl = random_subset_effective_rank(directions[s], alive[s], n, n_draws=n_draws, seed=seed + s)
+        std = float(ctrl.std()) if n_draws > 1 else math.nan
+        er = normalized_effective_rank(directions[s][group[s].to(directions.device)])
+        rows.append({"seed": s, "n": n, "er_d": er, "control_mean": float(ctrl.mean()), "control_std": std})
+    return rows
+
+
+def group_transfer(
+    directions: Tensor,
+    group: Tensor,
+    alive: Tensor,
+    ranks: Sequence[int],
+    *,
+    pairs: Sequence[tuple[int, int]] | None = None,
+    n_draws: int = 20,
+    seed: int = 0,
+) -> list[dict]:
+    """`top_subspace_transfer` of one group from seed s to seed t, with both controls, for every pair and rank.
+
+    Args:
+        directions: `(S, F, d)` decoder rows.
+        group: `(S, F)` bool, the group (e.g. `label == UNSTABLE`).
+        alive: `(S, F)` bool, the latents the random-latent control may draw.
+        ranks: the r to evaluate (those above a group's span are left out).
+        pairs: ordered `(s, t)` pairs (default every ordered pair of distinct seeds).
+        n_draws: draws of each control.
+        seed: seed of the draws.
+
+    Returns:
+        One row per (s, t, r): `source`, `target`, `r`, `transfer` (the group's), `random_latents` (mean of the
+        size-matched random alive latents' transfer), `random_subspace` (mean share of the target group's energy in
+        random r-dimensional subspaces, about r / d).
+    """
+    if group.shape != directions.shape[:2] or alive.shape != group.shape:
+        raise ValueError(f"group and alive must be (S, F) = {tuple(directions.shape[:2])}")
+    S = len(directions)
+    pairs = [(s, t) for s in range(S) for t in range(S) if s != t] if pairs is None else list(pairs)
+    group = group.to(directions.device)
+    rows = []
+    for s, t in pairs:
+        a, b = directions[s][group[s]], directions[t][group[t]]
+        if len(a) == 0 or len(b) == 0:
+            continue
+        rs = [r for r in _ranks(ranks) if r <= len(ordered_basis(a)[1])]
+        if not rs:
+            continue
+        ours = top_subspace_transfer(a, b, rs)
+        rand_lat = random_latent_transfer(
+            directions[s], alive[s], len(a), directions[t], alive[t], len(b), rs, n_draws=n_draws, seed=seed
+        ).mean(0)
+        rand_sub = random_subspace_transfer(b, rs, n_draws=n_draws, seed=seed).mean(0)
+        for i, r in enumerate(rs):
+            rows.append(
+                {
+                    "source": s,
+                    "target": t,
+                    "r": r,
+                    "transfer": float(ours[i]),
+                    "random_latents": float(rand_lat[i]),
+                    "random_subspace": float(rand_sub[i]),
+                }
+            )
+    return rows

@@ -73,6 +73,32 @@ def test_transfer_orthogonal_and_random_controls():
         sp.top_subspace_transfer(a, b, 5)  # a spans only 4 directions
 
 
+def test_group_drivers_per_seed_and_per_pair():
+    g = torch.Generator().manual_seed(4)
+    q = sp.random_subspace(16, 16, g)
+    S, F = 3, 40
+    # per seed: latents 0-9 inside one shared 2-d plane (an "unstable" group in a reproducible subspace), the rest
+    # random directions
+    dirs = torch.randn(S, F, 16, generator=g)
+    dirs[:, :10] = torch.randn(S, 10, 2, generator=g) @ q[:2]
+    dirs = sp.unit_rows(dirs)
+    group = torch.zeros(S, F, dtype=torch.bool)
+    group[:, :10] = True
+    group[2] = False  # a seed without the group is left out
+    alive = torch.ones(S, F, dtype=torch.bool)
+    er = sp.group_effective_rank(dirs, group, alive, n_draws=5)
+    assert [r["seed"] for r in er] == [0, 1] and er[0]["n"] == 10
+    assert er[0]["er_d"] <= 2 / 10 + 1e-9  # rank 2 at most: ER/d <= 2 / min(10, 16)
+    assert er[0]["control_mean"] > 0.5  # random subsets of the seed's latents are spread out
+    rows = sp.group_transfer(dirs, group, alive, [1, 2, 3])
+    assert {(r["source"], r["target"]) for r in rows} == {(0, 1), (1, 0)}
+    assert {r["r"] for r in rows} == {1, 2}  # r = 3 exceeds the group's span
+    at2 = [r for r in rows if r["r"] == 2]
+    for r in at2:
+        assert r["transfer"] == pytest.approx(1.0)
+        assert r["random_subspace"] < 0.5 and r["random_latents"] < r["transfer"]
+
+
 # --- Masking --------------------------------------------------------------------------------------------------------
 
 
@@ -147,6 +173,23 @@ def test_removal_cuts_counts_and_controls():
             assert ((cuts.mass_removed[m] - target).abs() <= 0.05 * target + 1e-12).all()
     with pytest.raises(ValueError, match="n=11"):
         masking.removal_cuts(label, mass, 11)
+
+
+def test_complement_pool_falls_back_to_all_alive_latents():
+    label, mass = _labels()
+    cuts = masking.removal_cuts(label, mass, 5, draws=2, pool="complement")
+    for m, (group, control) in enumerate(zip(cuts.group, cuts.control)):
+        if control == "count" and group == "stable":  # 48 alive latents outside the 10 stable: enough for 5
+            assert not (cuts.removed[m] & (label == STABLE)).any()
+        if control == "count" and group == "unstable":  # 18 outside the 40 unstable: too few for 20, so all alive
+            assert (cuts.removed[m] & (label == UNSTABLE)).any()
+    heavy = mass.clone()
+    heavy[:, :10] = 100.0  # the stable latents outweigh the rest: their mass control must draw from them too
+    cuts = masking.removal_cuts(label, heavy, 5, draws=1, pool="complement", mass_tolerance=0.2)
+    m = cuts.cut.index("mass-matched to N stable")
+    assert (cuts.removed[m] & (label == STABLE)).any()
+    with pytest.raises(ValueError, match="pool"):
+        masking.removal_cuts(label, mass, 5, pool="everything")
 
 
 def test_masking_effects_with_a_ce_callable_and_summary():
@@ -224,6 +267,19 @@ def test_classifier_near_chance_on_shuffled_labels():
     for r in rows:
         if r["model"] != "majority":
             assert abs(r["macro_f1"] - 0.5) < 0.08, r
+
+
+def test_labels_per_seed_match_the_anchor_estimator():
+    from saelib.stability import anchor_stability
+
+    g = torch.Generator().manual_seed(6)
+    shared = sp.unit_rows(torch.randn(5, 12, generator=g))
+    dirs = torch.stack([torch.cat([shared, sp.unit_rows(torch.randn(7, 12, generator=g))]) for _ in range(4)])
+    labels = predict.labels_per_seed(dirs)
+    assert labels.shape == (4, 12)
+    assert (labels[:, :5] == STABLE).all()  # present in every seed
+    for s in range(4):
+        assert torch.equal(labels[s], anchor_stability(dirs, s).label)
 
 
 def test_missing_scikit_learn_says_how_to_install(monkeypatch):
