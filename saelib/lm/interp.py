@@ -7,6 +7,8 @@
 - `trigger_stats`: per latent, the share of its top activations that fall on its most common token string and the
   entropy of the triggering token strings.
 - `context_window`, `top_contexts_table`, `html_table`: readable contexts with the trigger token highlighted.
+- `surface_form_share`: the share of explanations describing a surface form (substring, punctuation, formatting,
+  single token), by the deterministic keyword rules `SURFACE_FORM_RULES`.
 
 The automatic explanations scored by detection live in `saelib.lm.explainer`.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
@@ -308,7 +311,7 @@ def surface_form_categories(explanation: str) -> set[str]:
     return {name for name, rule in SURFACE_FORM_RULES.items() if rule.search(text)}
 
 
-def surface_form_share(explanations) -> dict[str, float]:
+def surface_form_share(explanations: Iterable[str | None]) -> dict[str, float]:
     """Share of `explanations` in each surface-form category, by `SURFACE_FORM_RULES`.
 
     Args:
