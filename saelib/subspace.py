@@ -8,14 +8,17 @@ covariance (the harder null: real features live where the data has variance).
 
 `stream_covariance` gives the activation covariance for that null (`saelib.lm.store.load_covariance` caches it for a
 store); `rank_stats` and `ordered_basis` give a set's effective rank and, from one decomposition, its span at every
-rank. Chapter 3's analysis of the stable / unstable split built on these lives in `saelib.chapters.geometry`.
+rank. The paper's own geometry measures (arXiv 2606.12138, as reported by a secondary source):
+`normalized_effective_rank` (ER/d) with its size-matched control `random_subset_effective_rank`, and
+`top_subspace_transfer` with its controls `random_latent_transfer` and `random_subspace_transfer`. Chapter 3's
+analysis of the stable / unstable split built on these lives in `saelib.chapters.geometry`.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple, ParamSpec, TypeVar
 
 import torch
@@ -255,3 +258,237 @@ def covariance_root(cov: Tensor) -> Tensor:
     standard normal rows `z` is drawn from N(0, cov)."""
     evals, evecs = torch.linalg.eigh(cov.double())
     return evecs * evals.clamp_min(0).sqrt().unsqueeze(0)
+
+
+# --- The paper's geometry analyses: normalised effective rank and top-subspace transfer -----------------------------
+# As reported by a secondary source (PAPER.md, "Geometry"): ER/d of unstable latents' decoder sub-matrix is about
+# 0.59-0.65 against 0.80-0.81 for stable ones, and the top singular subspace of one seed's unstable latents transfers
+# to other seeds.
+
+
+def _ranks(ranks: int | Sequence[int]) -> list[int]:
+    out = [ranks] if isinstance(ranks, int) else list(ranks)
+    if not out or any(r < 1 for r in out):
+        raise ValueError(f"ranks={ranks} must be positive integers")
+    return out
+
+
+@single_threaded
+def normalized_effective_rank(directions: Tensor, *, unit: bool = True) -> float:
+    """Entropy effective rank of `directions (n, d)` divided by the largest it can be, `min(n, d)`.
+
+    The effective rank is `exp(H(p))` with `p = s / sum(s)` over the singular values `s` (Roy & Vetterli 2007), the
+    measure the paper's ER/d uses (arXiv 2606.12138, as reported by a secondary source). 1 for an orthonormal set,
+    `1 / min(n, d)` for a rank-1 set; NaN for an empty set.
+
+    Args:
+        directions: the group's decoder rows, one per row.
+        unit: normalise the rows first (decoder rows already have unit norm).
+    """
+    if directions.ndim != 2:
+        raise ValueError(f"directions must be an (n, d) matrix, got shape {tuple(directions.shape)}")
+    if len(directions) == 0:
+        return math.nan
+    v = unit_rows(directions.double()) if unit else directions.double()
+    s = torch.linalg.svdvals(v)  # (min(n, d),)
+    if s.sum() == 0:
+        return math.nan
+    p = s / s.sum()
+    entropy = -(p * p.clamp_min(1e-300).log()).sum()  # 0 log 0 = 0
+    return float(entropy.exp() / min(v.shape))
+
+
+def random_subset_effective_rank(
+    directions: Tensor, candidates: Tensor, size: int, *, n_draws: int = 20, seed: int = 0
+) -> Tensor:
+    """Control of `normalized_effective_rank`: ER/d of `n_draws` uniformly random subsets of `size` rows of
+    `directions (F, d)` among `candidates (F,)` bool (the alive latents), `(n_draws,)` float64.
+
+    A group's ER/d depends on its size (a smaller set of random unit vectors is closer to orthonormal), so a group is
+    compared with random sets of alive latents of the same size, drawn from the same seed.
+    """
+    pool = candidates.nonzero()[:, 0].cpu()
+    if not 1 <= size <= len(pool):
+        raise ValueError(f"size={size} must lie in [1, {len(pool)}] (the candidates)")
+    gen = torch.Generator().manual_seed(seed)
+    return torch.tensor(
+        [
+            normalized_effective_rank(directions[pool[torch.randperm(len(pool), generator=gen)[:size]]])
+            for _ in range(n_draws)
+        ],
+        dtype=torch.float64,
+    )
+
+
+@single_threaded
+def top_subspace_transfer(dirs_s: Tensor, dirs_t: Tensor, ranks: int | Sequence[int]) -> Tensor:
+    """Share of seed t's decoder energy captured by the top-r right singular subspace of seed s's decoder rows.
+
+    For each r: `||D_t V_r^T||_F^2 / ||D_t||_F^2`, where `V_r (r, d)` spans the top r right singular vectors of the
+    unit rows of `dirs_s` and `D_t` holds the unit rows of `dirs_t` (every latent weighs the same). 1 when both
+    sets span the same space; `r / d` on average for a uniformly random r-dimensional subspace
+    (`random_subspace_transfer`).
+
+    Args:
+        dirs_s: `(n_s, d)` the source group (e.g. seed s's unstable latents).
+        dirs_t: `(n_t, d)` the target group (e.g. seed t's unstable latents).
+        ranks: one r or several.
+
+    Returns:
+        `(R,)` float64, the captured share for each r, in the order given.
+    """
+    rs = _ranks(ranks)
+    if len(dirs_s) == 0 or len(dirs_t) == 0:
+        raise ValueError("dirs_s and dirs_t must hold at least one row each")
+    _, basis = ordered_basis(dirs_s)  # (k, d) by descending singular value
+    if max(rs) > len(basis):
+        raise ValueError(f"ranks={rs} exceed the {len(basis)} directions spanned by dirs_s")
+    coords = (unit_rows(dirs_t.double()) @ basis.double().T).pow(2)  # (n_t, k)
+    captured = coords.sum(0).cumsum(0) / len(dirs_t)  # the rows have unit norm: ||D_t||_F^2 = n_t
+    return captured[torch.tensor(rs) - 1]
+
+
+def random_latent_transfer(
+    dirs_s: Tensor,
+    candidates_s: Tensor,
+    size_s: int,
+    dirs_t: Tensor,
+    candidates_t: Tensor,
+    size_t: int,
+    ranks: int | Sequence[int],
+    *,
+    n_draws: int = 20,
+    seed: int = 0,
+) -> Tensor:
+    """Control of `top_subspace_transfer`: the same computation with random alive latents in place of the groups.
+
+    Each draw takes `size_s` random latents of seed s among `candidates_s` and `size_t` of seed t among
+    `candidates_t` (size-matched to the groups compared) and measures the transfer between them.
+
+    Args:
+        dirs_s, dirs_t: `(F, d)` all decoder rows of seeds s and t.
+        candidates_s, candidates_t: `(F,)` bool, the latents that may be drawn (alive).
+        size_s, size_t: the sizes of the groups being matched.
+        ranks: one r or several (at most `min(size_s, d)`).
+        n_draws: random draws.
+        seed: seed of the draws.
+
+    Returns:
+        `(n_draws, R)` float64.
+    """
+    rs = _ranks(ranks)
+    pool_s, pool_t = candidates_s.nonzero()[:, 0].cpu(), candidates_t.nonzero()[:, 0].cpu()
+    if not 1 <= size_s <= len(pool_s) or not 1 <= size_t <= len(pool_t):
+        raise ValueError(f"size_s={size_s}, size_t={size_t} must lie in [1, {len(pool_s)}], [1, {len(pool_t)}]")
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_draws):
+        a = dirs_s[pool_s[torch.randperm(len(pool_s), generator=gen)[:size_s]]]
+        b = dirs_t[pool_t[torch.randperm(len(pool_t), generator=gen)[:size_t]]]
+        out.append(top_subspace_transfer(a, b, rs))
+    return torch.stack(out)
+
+
+@single_threaded
+def random_subspace_transfer(dirs_t: Tensor, ranks: int | Sequence[int], *, n_draws: int = 20, seed: int = 0) -> Tensor:
+    """Control of `top_subspace_transfer`: the share of `dirs_t (n_t, d)`'s energy in uniformly random
+    r-dimensional subspaces, `(n_draws, R)` float64 (its expectation is exactly `r / d`)."""
+    rs = _ranks(ranks)
+    d = dirs_t.shape[-1]
+    if max(rs) > d:
+        raise ValueError(f"ranks={rs} exceed d={d}")
+    gen = torch.Generator().manual_seed(seed)
+    v = unit_rows(dirs_t.double())
+    out = []
+    for _ in range(n_draws):
+        q = random_subspace(d, max(rs), gen).double()  # (r_max, d): its first r rows are a random r-subspace
+        captured = (v @ q.T).pow(2).sum(0).cumsum(0) / len(v)
+        out.append(captured[torch.tensor(rs) - 1])
+    return torch.stack(out)
+
+
+def group_effective_rank(
+    directions: Tensor, group: Tensor, alive: Tensor, *, n_draws: int = 20, seed: int = 0
+) -> list[dict]:
+    """ER/d of one group's decoder sub-matrix in every seed, beside size-matched random subsets of alive latents.
+
+    Args:
+        directions: `(S, F, d)` decoder rows.
+        group: `(S, F)` bool, the group (e.g. `label == UNSTABLE`).
+        alive: `(S, F)` bool, the latents the control may draw.
+        n_draws: control draws per seed.
+        seed: seed of the draws.
+
+    Returns:
+        One row per seed holding the group: `seed`, `n`, `er_d` (the group's ER/d), `control_mean`, `control_std`.
+    """
+    if group.shape != directions.shape[:2] or alive.shape != group.shape:
+        raise ValueError(f"group and alive must be (S, F) = {tuple(directions.shape[:2])}")
+    rows = []
+    for s in range(len(directions)):
+        n = int(group[s].sum())
+        if n == 0:
+            continue
+        ctrl = random_subset_effective_rank(directions[s], alive[s], n, n_draws=n_draws, seed=seed + s)
+        std = float(ctrl.std()) if n_draws > 1 else math.nan
+        er = normalized_effective_rank(directions[s][group[s].to(directions.device)])
+        rows.append({"seed": s, "n": n, "er_d": er, "control_mean": float(ctrl.mean()), "control_std": std})
+    return rows
+
+
+def group_transfer(
+    directions: Tensor,
+    group: Tensor,
+    alive: Tensor,
+    ranks: Sequence[int],
+    *,
+    pairs: Sequence[tuple[int, int]] | None = None,
+    n_draws: int = 20,
+    seed: int = 0,
+) -> list[dict]:
+    """`top_subspace_transfer` of one group from seed s to seed t, with both controls, for every pair and rank.
+
+    Args:
+        directions: `(S, F, d)` decoder rows.
+        group: `(S, F)` bool, the group (e.g. `label == UNSTABLE`).
+        alive: `(S, F)` bool, the latents the random-latent control may draw.
+        ranks: the r to evaluate (those above a group's span are left out).
+        pairs: ordered `(s, t)` pairs (default every ordered pair of distinct seeds).
+        n_draws: draws of each control.
+        seed: seed of the draws.
+
+    Returns:
+        One row per (s, t, r): `source`, `target`, `r`, `transfer` (the group's), `random_latents` (mean of the
+        size-matched random alive latents' transfer), `random_subspace` (mean share of the target group's energy in
+        random r-dimensional subspaces, about r / d).
+    """
+    if group.shape != directions.shape[:2] or alive.shape != group.shape:
+        raise ValueError(f"group and alive must be (S, F) = {tuple(directions.shape[:2])}")
+    S = len(directions)
+    pairs = [(s, t) for s in range(S) for t in range(S) if s != t] if pairs is None else list(pairs)
+    group = group.to(directions.device)
+    rows = []
+    for s, t in pairs:
+        a, b = directions[s][group[s]], directions[t][group[t]]
+        if len(a) == 0 or len(b) == 0:
+            continue
+        rs = [r for r in _ranks(ranks) if r <= len(ordered_basis(a)[1])]
+        if not rs:
+            continue
+        ours = top_subspace_transfer(a, b, rs)
+        rand_lat = random_latent_transfer(
+            directions[s], alive[s], len(a), directions[t], alive[t], len(b), rs, n_draws=n_draws, seed=seed
+        ).mean(0)
+        rand_sub = random_subspace_transfer(b, rs, n_draws=n_draws, seed=seed).mean(0)
+        for i, r in enumerate(rs):
+            rows.append(
+                {
+                    "source": s,
+                    "target": t,
+                    "r": r,
+                    "transfer": float(ours[i]),
+                    "random_latents": float(rand_lat[i]),
+                    "random_subspace": float(rand_sub[i]),
+                }
+            )
+    return rows
