@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import make_tiny_model, sparse_data, tiny_grid_study
 
-from saelib import cluster
+from saelib import cluster, train
 from saelib.chapters import grid
 from saelib.config import SAEConfig, TrainConfig
 from saelib.paths import ARTIFACTS_ENV
@@ -129,3 +129,21 @@ def test_a_killed_training_task_is_retried_and_gives_the_same_artifacts(local_ra
     assert ours.keys() == theirs.keys()
     assert [k for k in ours if ours[k] != theirs[k]] == []
     assert not list((tmp_path / "ray").rglob("*.partial"))
+
+
+@pytest.mark.slow
+def test_ray_seeds_split_across_tasks_match_one_stack(local_ray, folder, tmp_path, monkeypatch):
+    study = tiny_grid_study(folder, layers=(2,), sizes=(48,))
+    _serial(study, tmp_path / "serial", monkeypatch)
+    monkeypatch.setenv(ARTIFACTS_ENV, str(tmp_path / "ray"))
+    cluster.run_grid_ray(study, seeds_per_task=2, progress=False)  # stacks of 2 and 1 seeds, sealed as one
+    entry = grid.reference_entry(study)
+    with monkeypatch.context() as m:  # read from the cache (the key the serial run uses), never trained here
+        m.setattr(train, "train_saes", lambda *a, **k: pytest.fail("the split stack is not in the cache"))
+        split, _ = grid.train_entry(study, entry, progress=False)
+    assert not list((tmp_path / "ray").rglob(".parts/*"))
+    monkeypatch.setenv(ARTIFACTS_ENV, str(tmp_path / "serial"))
+    one, _ = grid.train_entry(study, entry, progress=False)
+    assert split.cfg == one.cfg
+    for name, p in one.state_dict().items():  # TopK's sparse backward: rounding only (see the test above)
+        torch.testing.assert_close(split.state_dict()[name], p, atol=2e-6, rtol=1e-6)
