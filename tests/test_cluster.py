@@ -42,6 +42,16 @@ def test_split_seeds_rejects_an_empty_stack():
         cluster.split_seeds(SAEConfig(d_in=4, d_sae=8, k=2, n_seeds=2), 0)
 
 
+def test_grid_cli_rejects_a_bad_seeds_per_task(capsys):
+    pytest.importorskip("ray")
+    from saelib import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["grid", "--scale", "smoke", "--device", "cpu", "--ray", "--seeds-per-task", "0"])
+    assert exit_.value.code == cli.EXIT_BAD_INPUT
+    assert "seeds_per_task=0 must be >= 1" in capsys.readouterr().err
+
+
 ray = pytest.importorskip("ray")
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from helpers import sparse_data
 
+from saelib.cache import config_hash
 from saelib.config import SAEConfig, TrainConfig
 from saelib.train import FAST_PATHS, prefetch_batches, train_key, train_saes
 
@@ -28,6 +29,8 @@ def test_fast_paths_at_default_leave_the_cache_key_unchanged():
     assert train_key(dataclasses.replace(PLAIN, prefetch=True)) == key  # same numbers: same artifact
     for name in FAST_PATHS:
         assert train_key(dataclasses.replace(PLAIN, **{name: True}))[name] is True
+    # the hash the cache folder names carried before the fast paths existed (saelib at commit 048de5d)
+    assert config_hash(train_key(TrainConfig(n_tokens=1000, lr=1e-3, device="cpu"))) == "16ae81a6f00e"
 
 
 @pytest.mark.parametrize("variant", ["topk", "relu"])
