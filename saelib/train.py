@@ -417,9 +417,10 @@ def _float32_outputs(fn: Callable, device: torch.device) -> Callable:
 
 
 def fast_paths(sae: SAE, train: TrainConfig, device: torch.device) -> Callable[[], None]:
-    """Switch on the fast paths of `train` for training `sae`: TF32 matmuls, and `forward` / `topk_step` wrapped in
-    `torch.compile` (both) and bf16 autocast (`forward` only: the sparse TopK step mixes a bf16 encoder output with
-    the float32 decoder in `embedding_bag`, which refuses it), as instance attributes shadowing the methods.
+    """Switch on the fast paths of `train` for training `sae`: TF32 matmuls, and `forward` and the sparse training
+    step wrapped in `torch.compile` (both) and bf16 autocast (`forward` only: the sparse step mixes a bf16 encoder
+    output with the float32 decoder in `embedding_bag`, which refuses it), as instance attributes shadowing the
+    methods.
 
     Returns:
         The function that undoes them (matmul precision restored, `sae`'s own methods back).
@@ -428,8 +429,10 @@ def fast_paths(sae: SAE, train: TrainConfig, device: torch.device) -> Callable[[
     if train.tf32:
         torch.set_float32_matmul_precision("high")
     wrapped = []
-    for name in ("forward", "topk_step"):
-        fn = getattr(sae, name)
+    for name in ("forward", "topk_step", "sparse_step"):  # the sparse step of either name
+        fn = getattr(sae, name, None)
+        if fn is None:
+            continue
         if train.torch_compile:
             fn = torch.compile(fn)
         autocast = train.autocast_bf16 and name == "forward"
