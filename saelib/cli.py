@@ -4,6 +4,7 @@ that the notebooks then read.
     python -m saelib synthetic --scale default --device cuda
     HF_HUB_OFFLINE=1 python -m saelib collect --scale default
     HF_HUB_OFFLINE=1 python -m saelib grid --scale default     # chapter 1's grid: train and score every point
+    python -m saelib grid --scale paper --ray auto               # the same, each unit a task on a Ray cluster
 
 Expected errors (a bad argument, a missing corpus or model, a full disk) print one line naming the parameter or path
 and the fix, and exit with code 2 (bad input) or 1 (a failure while running); the arguments are checked before
@@ -23,6 +24,9 @@ PROG = "python -m saelib"
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
+
+LOCAL_RAY = "local"
+"""`--ray` without an address: connect to `$RAY_ADDRESS` if set, else start a local Ray."""
 
 
 class UsageError(ValueError):
@@ -86,7 +90,17 @@ def _grid(args: argparse.Namespace) -> None:
     from saelib.chapters import grid
 
     study = grid.study(args.scale, args.device)
-    table, _, _ = grid.run_grid(study)
+    if args.ray is None:
+        table, _, _ = grid.run_grid(study)
+    else:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UsageError("--ray needs Ray: pip install -e '.[cluster]'") from None
+        from saelib import cluster
+
+        address = None if args.ray == LOCAL_RAY else args.ray
+        table = cluster.run_grid_ray(study, address=address, seeds_per_task=args.seeds_per_task)
     logging.getLogger("saelib").info("grid %s:\n%s", args.scale, table.to_string())
 
 
@@ -123,6 +137,14 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("grid", help="train and score chapter 1's grid of SAEs into the cache (resumable per point)")
     p.add_argument("--scale", default="default", choices=config.SCALES)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL_RAY,
+        metavar="ADDRESS",
+        help="run every unit as a Ray task: on the cluster at ADDRESS (e.g. auto), else $RAY_ADDRESS or a local one",
+    )
+    p.add_argument("--seeds-per-task", type=int, help="with --ray: split each point's seeds into stacks of this many")
     p.set_defaults(run=_grid)
     args = parser.parse_args(argv)
     try:

@@ -157,6 +157,18 @@ class TrainConfig:
     """Record training curves every this many steps."""
     device: str = "auto"
     """`auto` (CUDA when available), `cpu`, `cuda`, `cuda:1`, ..."""
+    autocast_bf16: bool = False
+    """Fast path: run the SAE's forward pass under bfloat16 autocast (its outputs, the losses, the gradients and
+    Adam stay float32). Changes the numbers slightly; off by default."""
+    tf32: bool = False
+    """Fast path: allow TF32 matmuls while training (`torch.set_float32_matmul_precision("high")`, inputs rounded to
+    10 mantissa bits on Ampere and later GPUs). Changes the numbers slightly; off by default."""
+    prefetch: bool = False
+    """Fast path: read the next batches in a background thread while a step trains, pinned and copied to the GPU
+    asynchronously on CUDA. Same numbers."""
+    torch_compile: bool = False
+    """Fast path: `torch.compile` the SAE's forward pass (a one-off compile time per run; same numbers up to float
+    rounding)."""
 
     def __post_init__(self) -> None:
         check_positive("TrainConfig", n_tokens=self.n_tokens, batch_size=self.batch_size, log_every=self.log_every)

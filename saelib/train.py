@@ -12,11 +12,12 @@ import json
 import logging
 import math
 import os
+import queue
 import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -249,6 +250,9 @@ def train_saes(
     if init is not None and not resumed and scale != 1.0:
         sae.fold_input_scale_(1 / scale)  # init takes raw activations; training sees scaled ones
     stream = batch_stream(data, train.batch_size, train.data_seed, start_step=step)
+    if train.prefetch:
+        stream = prefetch_batches(stream, device)
+    undo_fast_paths = fast_paths(sae, train, device)
     last_checkpoint = time.monotonic()
     terminated: list[int] = []  # SIGTERM received: finish the step, write a checkpoint, then end as asked
     previous_handler = None  # set while our SIGTERM handler is installed (only with a checkpoint, in the main thread)
@@ -339,6 +343,7 @@ def train_saes(
         raise
     finally:
         bar.close()
+        undo_fast_paths()
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
     sae.fold_input_scale_(scale)
@@ -348,10 +353,14 @@ def train_saes(
 
 
 def train_key(train: TrainConfig) -> dict:
-    """The fields of `train` that change results (the device does not)."""
+    """The fields of `train` that change results (the device and prefetching do not). The fast paths that change
+    numbers appear only when on, so that the keys of configs without them stay those of earlier versions."""
     key = dataclasses.asdict(train)
-    for k in ("device", "checkpoint_every", "checkpoint_seconds", "log_every"):
+    for k in ("device", "checkpoint_every", "checkpoint_seconds", "log_every", "prefetch"):
         key.pop(k)
+    for k in FAST_PATHS:
+        if not key[k]:
+            key.pop(k)
     return key
 
 
@@ -372,7 +381,7 @@ def train_cached(
     Returns:
         The trained stack (on `train.device`, inference mode) and its training history.
     """
-    key = {"sae": cfg, "train": train_key(train), "data": data_key, "train_version": TRAIN_VERSION}
+    key = train_cache_key(cfg, train, data_key)
 
     def build(work: Path) -> None:
         result = train_saes(cfg, train, data, checkpoint_dir=work / "checkpoint", progress=progress)
@@ -385,3 +394,99 @@ def train_cached(
     folder = cached_artifact("saes", name, key, build, keep=[f"checkpoint/{CHECKPOINT}"])
     history = json.loads((folder / "history.json").read_text())
     return load_sae(folder / "sae", device=resolve_device(train.device)), history
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# GPU fast paths (TrainConfig.autocast_bf16, tf32, prefetch, torch_compile) and the cache key of a trained stack.
+
+FAST_PATHS = ("autocast_bf16", "tf32", "torch_compile")
+"""The `TrainConfig` fast paths that may change numbers: in `train_key` only when on."""
+
+
+def train_cache_key(cfg: SAEConfig, train: TrainConfig, data_key: Any) -> dict:
+    """The cache key of the stack `train_cached` trains (also used by `saelib.cluster` to seal split stacks)."""
+    return {"sae": cfg, "train": train_key(train), "data": data_key, "train_version": TRAIN_VERSION}
+
+
+def _float32_outputs(fn: Callable, device: torch.device) -> Callable:
+    """`fn` run under bfloat16 autocast on `device`, its floating-point tensor outputs cast back to float32."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out = fn(*args, **kwargs)
+        cast_back = [v.float() if torch.is_tensor(v) and v.is_floating_point() else v for v in out]
+        return type(out)(*cast_back)  # SAEOutput / TopKStep (NamedTuples)
+
+    return run
+
+
+def fast_paths(sae: SAE, train: TrainConfig, device: torch.device) -> Callable[[], None]:
+    """Switch on the fast paths of `train` for training `sae`: TF32 matmuls, and `forward` and the sparse training
+    step wrapped in `torch.compile` (both) and bf16 autocast (`forward` only: the sparse step mixes a bf16 encoder
+    output with the float32 decoder in `embedding_bag`, which refuses it), as instance attributes shadowing the
+    methods.
+
+    Returns:
+        The function that undoes them (matmul precision restored, `sae`'s own methods back).
+    """
+    precision = torch.get_float32_matmul_precision()
+    if train.tf32:
+        torch.set_float32_matmul_precision("high")
+    wrapped = []
+    for name in ("forward", "topk_step", "sparse_step"):  # the sparse step of either name
+        fn = getattr(sae, name, None)
+        if fn is None:
+            continue
+        if train.torch_compile:
+            fn = torch.compile(fn)
+        autocast = train.autocast_bf16 and name == "forward"
+        if autocast:
+            fn = _float32_outputs(fn, device)
+        if train.torch_compile or autocast:
+            object.__setattr__(sae, name, fn)
+            wrapped.append(name)
+
+    def undo() -> None:
+        torch.set_float32_matmul_precision(precision)
+        for name in wrapped:
+            sae.__dict__.pop(name, None)
+
+    return undo
+
+
+def prefetch_batches(stream: Iterator[Tensor], device: torch.device, depth: int = 2) -> Iterator[Tensor]:
+    """The batches of `stream`, read `depth` ahead by a background thread; on CUDA pinned and copied to `device`
+    asynchronously. Closing the generator (or dropping it) stops the thread; an error in it is raised here."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    to_gpu = device.type == "cuda"
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for x in stream:
+                if to_gpu:
+                    x = x.pin_memory().to(device, non_blocking=True)
+                if not put(x):
+                    return
+        except BaseException as error:  # handed to the consumer
+            put(error)
+
+    thread = threading.Thread(target=work, name="saelib-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
