@@ -186,7 +186,8 @@ def run_grid_ray(
     num_cpus: float = 1,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """`grid.run_grid(study)` with every collection, training and scoring a Ray task; returns the same table.
+    """`grid.run_grid(study)` with every collection, training and scoring a Ray task, the reference point's budget
+    curve and reference SAEs included (`grid.all_points`); returns the grid table.
 
     Args:
         address: the Ray cluster (`auto`, `ray://head:10001`, ...); None connects to `$RAY_ADDRESS` if set, else
@@ -211,26 +212,26 @@ def run_grid_ray(
     collect = ray.remote(**opts)(grid_collect)
     d_in = {layer: collect.remote(study, layer, root) for layer in study.layers}
     scored = []
-    for entry in grid.grid_entries(study):
-        if grid.is_scored(study, entry):
+    for point, entry in grid.all_points(study):  # the grid, then the reference point at every budget
+        if grid.is_scored(point, entry):
             continue
         gpu = {**opts, "num_gpus": num_gpus}
         width = ray.get(d_in[entry.layer])  # the other layers keep collecting meanwhile
         trained: Any
-        if seeds_per_task is None or seeds_per_task >= study.n_seeds:
-            memory = train_memory_bytes(grid.sae_config(study, entry, width), study.train)
-            trained = ray.remote(**gpu, memory=memory)(grid_train).remote(study, entry, root, d_in[entry.layer])
+        if seeds_per_task is None or seeds_per_task >= point.n_seeds:
+            memory = train_memory_bytes(grid.sae_config(point, entry, width), point.train)
+            trained = ray.remote(**gpu, memory=memory)(grid_train).remote(point, entry, root, d_in[entry.layer])
         else:
             trained = None
-            if not _is_trained(study, entry, width):
+            if not _is_trained(point, entry, width):
                 part_task = ray.remote(**gpu)(grid_train_part)
-                n = study.n_seeds
+                n = point.n_seeds
                 parts = [
-                    part_task.remote(study, entry, root, width, s, min(seeds_per_task, n - s))
+                    part_task.remote(point, entry, root, width, s, min(seeds_per_task, n - s))
                     for s in range(0, n, seeds_per_task)
                 ]
-                trained = ray.remote(**opts)(grid_seal).remote(study, entry, root, width, *parts)
-        scored.append(ray.remote(**gpu)(grid_score).remote(study, entry, root, trained))
+                trained = ray.remote(**opts)(grid_seal).remote(point, entry, root, width, *parts)
+        scored.append(ray.remote(**gpu)(grid_score).remote(point, entry, root, trained))
     bar = tqdm(total=len(scored), desc="grid (ray)", disable=not progress)
     pending = scored
     while pending:

@@ -228,6 +228,21 @@ def budget_study(study: GridStudy, n_tokens: int, n_seeds: int | None = None) ->
     return replace(study, n_seeds=n_seeds or study.n_seeds, train=replace(study.train, n_tokens=n_tokens))
 
 
+def all_points(study: GridStudy) -> list[tuple[GridStudy, GridEntry]]:
+    """Every (study, grid point) that chapter 1 trains and scores: the grid's points, then the reference point at each
+    of `budgets` (the last with `reference_seeds` seeds: the reference SAEs), without repeats."""
+    points = [(study, e) for e in grid_entries(study)]
+    entry = reference_entry(study)
+    points += [(budget_study(study, n), entry) for n in study.budgets[:-1]] + [(reference_study(study), entry)]
+    seen, out = set(), []
+    for point, e in points:
+        key = json.dumps(score_key(point, e), sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            out.append((point, e))
+    return out
+
+
 def reference_study(study: GridStudy) -> GridStudy:
     """The grid as it trains its reference point in depth: `reference_seeds` seeds on the largest of `budgets`.
     `train_entry`, `score_entry` and `load_split` of `reference_entry` on it give the reference SAEs that chapters 2,

@@ -141,3 +141,33 @@ def test_feature_split_is_feature_stability_plus_firing_statistics(tmp_path):
         torch.testing.assert_close(getattr(again, name), getattr(split, name), equal_nan=True)
     with pytest.raises(ValueError, match="frequency 0"):
         grid.FeatureSplit.from_stability(fs, torch.ones(3, 12), torch.ones(3, 12), cfg)
+
+
+def test_all_points_are_the_grid_then_the_reference_at_every_budget():
+    from helpers import tiny_grid_study
+
+    study = tiny_grid_study("unused-folder")  # budgets (1_600, 3_200); the grid's own budget is 1_600
+    points = grid.all_points(study)
+    entries = grid.grid_entries(study)
+    assert [e for _, e in points[: len(entries)]] == entries
+    # the first budget is the grid's own point (not repeated); the last is the reference SAEs
+    assert len(points) == len(entries) + 1
+    deep, entry = points[-1]
+    assert entry == grid.reference_entry(study) and deep == grid.reference_study(study)
+    assert deep.n_seeds == study.reference_seeds and deep.train.n_tokens == max(study.budgets)
+
+
+def test_paper_scale_mirrors_the_reported_setup():
+    """The reported setting (PAPER.md, secondary source): GPT-2 small, residual stream after block 7, TopK with
+    16,384 latents and k = 64, 1B FineWeb tokens, 96 seeds (an anchor against 95), the paper's estimator."""
+    g = grid.study("paper", "cpu")
+    a = g.activations_at(g.reference[0])
+    assert (a.model, a.layer, a.hook) == ("gpt2", 7, "resid_post") and a.corpus.startswith("hf:HuggingFaceFW/fineweb")
+    assert g.reference == (7, "topk", 16384) and g.k == 64
+    deep = grid.reference_study(g)
+    assert deep.n_seeds == 96 and deep.train.n_tokens == 1_000_000_000 == a.n_train_tokens
+    assert g.stability.estimator == "anchor" and g.stability.epsilon == 0.05 and g.stability.threshold == 0.7
+    # default: an anchor and at least 8 comparison seeds, a budget curve of >= 4 budgets spanning >= 10x
+    d = grid.study("default", "cpu")
+    assert d.reference_seeds >= 9 and len(d.budgets) >= 4 and d.budgets[-1] >= 10 * d.budgets[0]
+    assert d.budgets[0] == d.train.n_tokens and d.activations_at(d.reference[0]).n_train_tokens >= 1_000_000

@@ -117,3 +117,25 @@ def test_split_is_disjoint_deterministic_and_checked():
     assert not {r.tobytes() for r in a.train} & {r.tobytes() for r in a.eval}
     with pytest.raises(ValueError, match="n_eval_contexts"):
         corpus.split_contexts(ctx, 100)
+
+
+def test_hub_source_streams_the_first_documents(monkeypatch):
+    """`hf:NAME[:CONFIG][@N]` (the paper scale's FineWeb): the first N `text` fields of the train split, streamed."""
+    import sys
+    import types
+
+    from saelib.lm import corpus
+
+    calls = []
+
+    def load_dataset(name, config, split, streaming):
+        calls.append((name, config, split, streaming))
+        return iter({"text": f"document {i}"} for i in range(100))
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    docs = corpus.load_documents("hf:HuggingFaceFW/fineweb:sample-10BT@3")
+    assert [d.text for d in docs] == ["document 0", "document 1", "document 2"]
+    assert calls == [("HuggingFaceFW/fineweb", "sample-10BT", "train", True)]
+    assert corpus.corpus_fingerprint("hf:a@3") != corpus.corpus_fingerprint("hf:a@4")
+    with pytest.raises(ValueError, match="document count"):
+        corpus.load_documents("hf:name@many")
