@@ -99,19 +99,19 @@ class _Step(_Threshold):
 def _sparse_encoder_grads(x: Tensor, latent: Tensor, token: Tensor, g: Tensor, d_sae: int) -> tuple[Tensor, Tensor]:
     """Gradients of `W_enc (S, d_in, d_sae)` and of the encoder bias `(S, 1, d_sae)` when the loss depends on the
     pre-activations only at the entries `(s, token[s, n], latent[s, n])`, with gradient `g[s, n]`: a sparse-dense
-    product with `N` non-zeros per seed instead of the dense `B * d_sae`."""
+    product with `N` non-zeros per seed instead of the dense `B * d_sae`.
+
+    One product per seed, as S single-seed runs compute it: one product over the whole stack sorts S times more
+    entries at once and cost the stack its lead over sequential runs (`benchmarks/bench_train.py`)."""
     S, N = latent.shape
     grad_bias = torch.zeros(S, d_sae, dtype=g.dtype, device=g.device).scatter_add_(1, latent, g)
-    rows = (latent + torch.arange(S, device=latent.device).view(S, 1) * d_sae).reshape(-1)
-    if x.stride(0) == 0:  # one batch shared by all seeds (an expanded view): no copy
-        X, cols = x[0], token.reshape(-1)
-    else:
-        X, cols = x.reshape(S * x.shape[1], -1), (token + torch.arange(S, device=token.device).view(S, 1) * x.shape[1])
-        cols = cols.reshape(-1)
-    G = torch.sparse_coo_tensor(
-        torch.stack([rows, cols]), g.reshape(-1), (S * d_sae, X.shape[0]), check_invariants=False
-    )
-    grad_W = torch.sparse.mm(G, X).view(S, d_sae, -1).transpose(1, 2)  # (S, d_in, d_sae)
+    grad_W = g.new_empty(S, d_sae, x.shape[-1])
+    for s in range(S):
+        G = torch.sparse_coo_tensor(
+            torch.stack([latent[s], token[s]]), g[s], (d_sae, x.shape[1]), check_invariants=False
+        )
+        grad_W[s] = torch.sparse.mm(G, x[s])
+    grad_W = grad_W.transpose(1, 2)  # (S, d_in, d_sae)
     return grad_W, grad_bias.unsqueeze(1)
 
 
