@@ -322,13 +322,15 @@ def anchor_matches(
     S, F, _ = directions.shape
     if not 0 <= anchor < S:
         raise ValueError(f"anchor={anchor} must lie in [0, {S})")
-    dirs = unit_rows(directions.float())
+    dev = directions.device
+    a = unit_rows(directions[anchor].float())  # (F, d): one seed normalised at a time, never a copy of all S
     others = [t for t in range(S) if t != anchor]
-    best = torch.empty(len(others), F, device=dirs.device)
-    arg = torch.empty(len(others), F, dtype=torch.long, device=dirs.device)
+    best = torch.empty(len(others), F, device=dev)
+    arg = torch.empty(len(others), F, dtype=torch.long, device=dev)
     for n, t in enumerate(tqdm(others, desc="anchor matches", disable=not progress)):
+        other_t = unit_rows(directions[t].float()).T  # (d, F)
         for lo in range(0, F, chunk_size):
-            val, ind = (dirs[anchor, lo : lo + chunk_size] @ dirs[t].T).max(1)  # (B,)
+            val, ind = (a[lo : lo + chunk_size] @ other_t).max(1)  # (B,)
             best[n, lo : lo + chunk_size], arg[n, lo : lo + chunk_size] = val, ind
     return best, arg
 
@@ -389,6 +391,21 @@ def pair_scores(
             }
         )
     return pd.DataFrame(rows)
+
+
+def _unit_directions(saes: list[ExternalSAE], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Unit decoder rows and encoder columns `(S, F, d)` of `saes`, filled one SAE at a time while `saes` is
+    emptied, so that the raw weights and the stacks are never all held at once."""
+    S, F, d = len(saes), saes[0].d_sae, saes[0].d_in
+    dec = torch.empty(S, F, d, device=device)
+    enc = torch.empty(S, F, d, device=device)
+    for s in range(S):
+        sae = saes[s]
+        dec[s] = unit_rows(sae.W_dec.to(device))
+        enc[s] = unit_rows(sae.W_enc.T.to(device))
+        saes[s] = sae._replace(W_enc=torch.empty(0), W_dec=torch.empty(0))  # its weights may now be freed
+        del sae
+    return dec, enc
 
 
 class StabilityScores(NamedTuple):
@@ -459,9 +476,8 @@ def score_saes(
         raise ValueError(f"anchor={anchor} must lie in [0, {S}) for the {S} SAEs given")
     dev = resolve_device(device)
     sources = [{"source": s.source, "format": s.format, "hook": s.hook} for s in saes]
-    dec = unit_rows(torch.stack([s.W_dec for s in saes]).to(dev))  # (S, F, d)
-    enc = unit_rows(torch.stack([s.W_enc.T for s in saes]).to(dev))  # (S, F, d)
-    del saes  # the raw weights are no longer needed
+    dec, enc = _unit_directions(saes, dev)  # (S, F, d) each; empties `saes` as it goes
+    S, F, d_in = dec.shape
     steps = tqdm(total=2 + all_pairs + 2 * null, desc="stability", disable=not progress)
 
     max_cos, argmax = anchor_matches(dec, anchor, chunk_size, progress)
@@ -471,13 +487,13 @@ def score_saes(
     others = [t for t in range(S) if t != anchor]
     features = pd.DataFrame(
         {
-            "feature": np.arange(dec.shape[1]),
+            "feature": np.arange(F),
             "p": p.cpu().numpy(),
             "label": [LABEL_NAMES[int(v)] for v in label.cpu()],
             "mean_max_cos": max_cos.mean(0).cpu().numpy(),
         }
     )
-    all_pairs_stab = torch.full((S, dec.shape[1]), torch.nan)
+    all_pairs_stab = torch.full((S, F), torch.nan)
     if all_pairs:
         m, _ = cross_seed_max_cosine(dec, chunk_size=chunk_size)  # (S, S, F)
         all_pairs_stab = stability_from_max_cos(m, threshold)[0].cpu()
@@ -490,14 +506,15 @@ def score_saes(
 
     pair_list = [(anchor, t) for t in others] if pairs == "anchor" else list(itertools.combinations(range(S), 2))
     pair_table = pair_scores(dec, enc, pair_list, threshold, match_method).assign(kind="sae")
+    del dec, enc  # before the null's directions: memory stays at two (S, F, d) arrays
     steps.update()
     taus = [round(x, 2) for x in np.arange(0.3, 0.96, 0.05)]
     sweeps = [threshold_sweep(max_cos, taus, epsilon).assign(kind="sae")]
     summary_null: dict[str, float] = {}
     if null:
-        fake = null_sae(SAEConfig(d_in=dec.shape[2], d_sae=dec.shape[1], n_seeds=S, k=1), device=dev)
-        null_dec, null_enc = fake.decoder_directions(), fake.encoder_directions()
-        del fake
+        # An untrained SAE's encoder is its decoder transposed (tied init, `SAE.__init__`): one array serves both.
+        null_dec = null_sae(SAEConfig(d_in=d_in, d_sae=F, n_seeds=S, k=1), device=dev).W_dec.detach()
+        null_enc = null_dec
         null_max, _ = anchor_matches(null_dec, anchor, chunk_size, progress)
         null_p = anchor_p(null_max, threshold)
         sweeps.append(threshold_sweep(null_max, taus, epsilon).assign(kind="null"))
@@ -518,8 +535,8 @@ def score_saes(
     summary: dict[str, Any] = {
         "sources": sources,
         "n_saes": S,
-        "d_in": int(dec.shape[2]),
-        "d_sae": int(dec.shape[1]),
+        "d_in": d_in,
+        "d_sae": F,
         "anchor": anchor,
         "threshold": threshold,
         "epsilon": epsilon,
