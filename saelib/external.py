@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 PRETRAINED_PREFIX = "saelens:"
 """A path starting with this names a SAELens pretrained SAE: `saelens:RELEASE:SAE_ID`."""
 
+SAE_FILES = ("saelib.json", "sae_weights.safetensors", "sae.safetensors", "ae.pt")
+"""A folder holding one of these files is an SAE folder (`detect_format`)."""
+
 REPORT_TEMPLATE = Path(__file__).parent / "reports" / "stability_report.py"
 """The parameterised Jupytext notebook that renders report.html."""
 
@@ -212,6 +215,10 @@ def detect_format(folder: Path) -> str:
         return "sparsify"
     if (folder / "ae.pt").is_file():
         return "dictionary_learning"
+    inside = sorted(f.name for f in folder.iterdir() if f.is_dir() and any((f / n).is_file() for n in SAE_FILES))
+    if inside:  # e.g. a sparsify run folder, one SAE per hookpoint: say which to pick
+        shown = ", ".join(inside[:4]) + (", ..." if len(inside) > 4 else "")
+        raise FileNotFoundError(f"{folder} holds no SAE itself but its folders {shown} do: pass {folder}/<one of them>")
     raise FileNotFoundError(
         f"{folder} holds no SAE: expected saelib.json (saelib), cfg.json + sae_weights.safetensors (SAELens), "
         "cfg.json + sae.safetensors (sparsify) or ae.pt (dictionary_learning)"

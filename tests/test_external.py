@@ -12,7 +12,7 @@ import torch
 from helpers import sparse_data
 from safetensors.torch import save_file
 
-from saelib import cli, external
+from saelib import cli, external, stability
 from saelib.config import SAEConfig
 from saelib.sae import SAE, save_sae
 from saelib.stability import STABLE, anchor_stability, feature_stability
@@ -180,6 +180,8 @@ def test_our_stacks_load_seed_by_seed_and_mix_with_other_formats(tmp_path):
     scores = external.score_saes([tmp_path / "ours"], anchor=2, progress=False, null=False, all_pairs=False)
     ref = anchor_stability(sae.decoder_directions(), anchor=2)
     np.testing.assert_allclose(scores.features.p, ref.p.numpy())
+    via_stability = stability.score_saes([tmp_path / "ours"], anchor=2, progress=False, null=False, all_pairs=False)
+    assert via_stability.summary == scores.summary  # the thin wrapper in saelib.stability
     assert "null_mean_p" not in scores.summary and "all_pairs_stability" not in scores.features
     # an exact copy of seed 0 in sparsify's layout matches every latent of seed 0 with cosine 1
     write_sparsify(tmp_path / "sp" / "layers.0", sae.W_dec[0].detach(), sae.W_enc[0].detach())
@@ -211,6 +213,11 @@ def test_missing_paths_and_globs_and_pretrained_names_fail_plainly(tmp_path, mon
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=f"^{tmp_path / 'empty'} holds no SAE"):
         external.read_sae(tmp_path / "empty")
+    W_dec, W_enc = random_weights(0)
+    write_sparsify(tmp_path / "run" / "layers.2", W_dec, W_enc)
+    write_sparsify(tmp_path / "run" / "layers.3", W_dec, W_enc)
+    with pytest.raises(FileNotFoundError, match="its folders layers.2, layers.3 do: pass .*/run/<one of them>"):
+        external.read_sae(tmp_path / "run")
     with pytest.raises(ValueError, match="saelens:RELEASE:SAE_ID"):
         external.read_sae("saelens:only-a-release")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -63,18 +63,12 @@ plt.show()
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.5))
-for (kind, col), style in zip(
-    [("sae", "stable"), ("sae", "unstable"), ("null", "stable"), ("null", "unstable")], ["-", "-", "--", "--"]
-):
+colors = {("sae", "stable"): "#228833", ("sae", "unstable"): "#ee6677"}
+colors |= {("null", "stable"): "#88bb99", ("null", "unstable"): "#bbbbbb"}
+for (kind, col), color in colors.items():
     rows = thresholds[thresholds["kind"] == kind]
     if len(rows):
-        ax.plot(
-            rows["threshold"],
-            rows[col],
-            style,
-            label=f"{col} ({kind})",
-            color="#228833" if col == "stable" else "#ee6677",
-        )
+        ax.plot(rows["threshold"], rows[col], "--" if kind == "null" else "-", label=f"{col} ({kind})", color=color)
 ax.axvline(summary["threshold"], color="grey", lw=0.8)
 ax.set(xlabel="cosine threshold tau", ylabel="share of anchor latents", ylim=(-0.02, 1.02))
 ax.legend(frameon=False, fontsize=8)
