@@ -334,11 +334,13 @@ def anchor_matches(
     others = [t for t in range(S) if t != anchor]
     best = torch.empty(len(others), F, device=dev)
     arg = torch.empty(len(others), F, dtype=torch.long, device=dev)
+    buf = torch.empty(min(chunk_size, F), F, device=dev)  # one block of cosines, reused (no allocation per block)
     for n, t in enumerate(tqdm(others, desc="anchor matches", disable=not progress)):
         other_t = unit_rows(directions[t].float()).T  # (d, F)
         for lo in range(0, F, chunk_size):
-            val, ind = (a[lo : lo + chunk_size] @ other_t).max(1)  # (B,)
-            best[n, lo : lo + chunk_size], arg[n, lo : lo + chunk_size] = val, ind
+            rows = a[lo : lo + chunk_size]
+            sim = torch.mm(rows, other_t, out=buf[: len(rows)])  # (B, F)
+            torch.max(sim, 1, out=(best[n, lo : lo + len(rows)], arg[n, lo : lo + len(rows)]))
     return best, arg
 
 
