@@ -101,6 +101,8 @@ def _stability(args: argparse.Namespace) -> None:
         epsilon=args.epsilon,
         out=args.out,
         report=not args.no_report,
+        all_pairs=not args.no_all_pairs,
+        null=not args.no_null,
         device=args.device,
     )
     s = scores.summary
@@ -172,6 +174,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epsilon", type=float, default=0.05, help="endpoint labels: stable at p >= 1 - eps (0.05)")
     p.add_argument("--out", default="stability-report", help="report folder (default ./stability-report)")
     p.add_argument("--no-report", action="store_true", help="write the tables but do not render report.html")
+    p.add_argument(
+        "--no-all-pairs", action="store_true", help="skip the all-pairs stability (S(S-1)/2 products instead of S-1)"
+    )
+    p.add_argument("--no-null", action="store_true", help="skip the untrained-SAE null (halves the cost)")
     p.add_argument("--device", default="auto")
     p.set_defaults(run=_stability)
     args = parser.parse_args(argv)

@@ -244,6 +244,13 @@ def test_cli_writes_the_report_folder_and_refuses_bad_input(tmp_path, capsys):
     cli.main(["stability", str(tmp_path / "seed*" / "layers.3"), "--out", str(out), "--no-report", "--device", "cpu"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mean_p"] == 1 and summary["report"] == "not requested" and len(summary["sources"]) == 3
+    assert summary["all_pairs_mean_stability"] == 1 and "null_mean_p" in summary
+    cli.main(
+        ["stability", str(tmp_path / "seed*" / "layers.3"), "--out", str(tmp_path / "lean"), "--no-report"]
+        + ["--no-all-pairs", "--no-null", "--anchor", "2", "--device", "cpu"]
+    )
+    lean = json.loads((tmp_path / "lean" / "summary.json").read_text())
+    assert lean["anchor"] == 2 and lean["all_pairs_mean_stability"] is None and "null_mean_p" not in lean
     for name in ("features.csv", "features.parquet", "labels.safetensors", "thresholds.csv", "n_sweep.csv"):
         assert (out / name).is_file()
     from safetensors.torch import load_file
