@@ -5,6 +5,7 @@ that the notebooks then read.
     HF_HUB_OFFLINE=1 python -m saelib collect --scale default
     HF_HUB_OFFLINE=1 python -m saelib grid --scale default     # chapter 1's grid: train and score every point
     python -m saelib grid --scale paper --ray auto               # the same, each unit a task on a Ray cluster
+    python -m saelib stability runs/seed*/layers.6 --out report  # per-feature stability of anyone's SAEs
 
 Expected errors (a bad argument, a missing corpus or model, a full disk) print one line naming the parameter or path
 and the fix, and exit with code 2 (bad input) or 1 (a failure while running); the arguments are checked before
@@ -104,6 +105,45 @@ def _grid(args: argparse.Namespace) -> None:
     logging.getLogger("saelib").info("grid %s:\n%s", args.scale, table.to_string())
 
 
+def _stability(args: argparse.Namespace) -> None:
+    from saelib.external import score_saes
+
+    scores = score_saes(
+        args.paths,
+        anchor=args.anchor,
+        threshold=args.threshold,
+        epsilon=args.epsilon,
+        out=args.out,
+        report=not args.no_report,
+        all_pairs=not args.no_all_pairs,
+        null=not args.no_null,
+        device=args.device,
+    )
+    s = scores.summary
+    logging.getLogger("saelib").info(
+        "stability of %d SAEs x %d latents: mean p %.3f, stable %.1f%%, unstable %.1f%% (null mean p %s); "
+        "report in %s (%s)",
+        s["n_saes"],
+        s["d_sae"],
+        s["mean_p"],
+        100 * s["stable_fraction"],
+        100 * s["unstable_fraction"],
+        f"{s['null_mean_p']:.3f}" if "null_mean_p" in s else "n/a",
+        scores.out,
+        s.get("report"),
+    )
+
+
+def _check_stability_args(args: argparse.Namespace) -> None:
+    """One-line `UsageError`s for the stability options, before anything is read or written."""
+    if args.anchor < 0:
+        raise UsageError(f"--anchor {args.anchor} must be >= 0 (the position of the anchor SAE among the paths)")
+    if not 0 < args.threshold <= 1:
+        raise UsageError(f"--threshold {args.threshold} must lie in (0, 1]")
+    if not 0 <= args.epsilon < 0.5:
+        raise UsageError(f"--epsilon {args.epsilon} must lie in [0, 0.5)")
+
+
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= 400 else text[:397] + "..."
@@ -146,9 +186,27 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--seeds-per-task", type=int, help="with --ray: split each point's seeds into stacks of this many")
     p.set_defaults(run=_grid)
+    p = sub.add_parser(
+        "stability",
+        help="per-feature stability of SAEs saved by SAELens, sparsify, dictionary_learning or saelib, with a report",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="SAE folders (one per seed), globs, or saelens:RELEASE:ID")
+    p.add_argument("--anchor", type=int, default=0, help="position of the anchor SAE among the paths (default 0)")
+    p.add_argument("--threshold", type=float, default=0.7, help="cosine tau of a match (default 0.7)")
+    p.add_argument("--epsilon", type=float, default=0.05, help="endpoint labels: stable at p >= 1 - eps (0.05)")
+    p.add_argument("--out", default="stability-report", help="report folder (default ./stability-report)")
+    p.add_argument("--no-report", action="store_true", help="write the tables but do not render report.html")
+    p.add_argument(
+        "--no-all-pairs", action="store_true", help="skip the all-pairs stability (S(S-1)/2 products instead of S-1)"
+    )
+    p.add_argument("--no-null", action="store_true", help="skip the untrained-SAE null (halves the cost)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=_stability)
     args = parser.parse_args(argv)
     try:
         check_device(args.device)  # before anything is created under the artifact root
+        if args.command == "stability":
+            _check_stability_args(args)
     except UsageError as e:
         parser.exit(EXIT_BAD_INPUT, f"{PROG} {args.command}: error: {e}\n")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

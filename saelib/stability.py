@@ -292,3 +292,11 @@ def endpoint_labels(p: Tensor, epsilon: float = 0.05) -> Tensor:
     label[p <= epsilon + 1e-9] = UNSTABLE
     label[torch.isnan(p)] = DEAD
     return label
+
+
+def score_saes(paths, anchor: int = 0, threshold: float = 0.7, epsilon: float = 0.05, **kwargs):
+    """Per-feature stability of SAEs saved by SAELens, sparsify, dictionary_learning or saelib: a thin wrapper of
+    `saelib.external.score_saes` (see there for the arguments and the report folder it writes)."""
+    from saelib.external import score_saes as _score_saes
+
+    return _score_saes(paths, anchor=anchor, threshold=threshold, epsilon=epsilon, **kwargs)
