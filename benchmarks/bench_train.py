@@ -27,7 +27,7 @@ from functools import partial
 import torch
 
 from saelib.config import SAEConfig, TrainConfig
-from saelib.train import train_saes
+from saelib.train import stack_size, train_saes
 
 
 def _sync() -> None:
@@ -73,7 +73,7 @@ def _saelens_sequential(S: int, *args) -> None:
 
 def _ours_sequential(cfg: SAEConfig, train: TrainConfig, x: torch.Tensor) -> None:
     for s in range(cfg.n_seeds):
-        train_saes(replace(cfg, n_seeds=1, seed=cfg.seed + s), train, x, progress=False)
+        train_saes(replace(cfg, n_seeds=1, seed=cfg.seed + s), replace(train, seeds_per_stack=1), x, progress=False)
 
 
 def _bare_matmul(S: int, batch: int, d_in: int, d_sae: int, device: str) -> float:
@@ -123,7 +123,8 @@ def main() -> None:
             warm = replace(train, n_tokens=a.batch)
             train_saes(cfg, warm, x, progress=False)
             runs = {
-                "ours, seeds at once": partial(train_saes, cfg, train, x, progress=False),
+                "ours, one stack": partial(train_saes, cfg, replace(train, seeds_per_stack=S), x, progress=False),
+                "ours, auto schedule": partial(train_saes, cfg, train, x, progress=False),
                 "ours, sequential": partial(_ours_sequential, cfg, train, x),
             }
             if not a.no_saelens:
@@ -133,7 +134,11 @@ def main() -> None:
             for _ in range(a.repeats):  # interleaved, so that every run sees the same machine load
                 for name, fn in runs.items():
                     secs[name] = min(secs[name], _seconds(fn))
-            stacking[(d_sae, S)] = secs["ours, sequential"] / secs["ours, seeds at once"]
+            stacking[(d_sae, S)] = (
+                secs["ours, sequential"] / secs["ours, one stack"],
+                secs["ours, sequential"] / secs["ours, auto schedule"],
+                stack_size(cfg, train),
+            )
             bound = _bare_matmul(S, a.batch, a.d_in, d_sae, a.device)
             ref = secs.get("SAELens, sequential")
             for name, sec in secs.items():
@@ -148,9 +153,11 @@ def main() -> None:
 
 
 def _print_stacking(stacking: dict) -> None:
-    print("\nspeed of S seeds at once over S sequential single-seed runs (same code, same data):")
-    for (d_sae, S), ratio in stacking.items():
-        print(f"  d_sae {d_sae}, S {S}: {ratio:.2f}x")
+    print("\nspeed over S sequential single-seed runs (same code, same data):")
+    print(f"| {'d_sae':>6} | {'S':>2} | {'one stack':>9} | {'auto schedule':>13} | {'seeds per stack (auto)':>22} |")
+    print(f"|{'-' * 8}|{'-' * 4}|{'-' * 11}|{'-' * 15}|{'-' * 24}|")
+    for (d_sae, S), (one, auto, per) in stacking.items():
+        print(f"| {d_sae:>6} | {S:>2} | {one:8.2f}x | {auto:12.2f}x | {per:>22} |")
 
 
 if __name__ == "__main__":

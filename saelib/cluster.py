@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from saelib.cache import artifact_dir, cached_artifact, verify_manifest
@@ -34,8 +33,8 @@ from saelib.chapters import grid
 from saelib.chapters.grid import GridEntry, GridStudy
 from saelib.config import SAEConfig, TrainConfig
 from saelib.paths import ARTIFACTS_ENV, artifacts_root, atomic_write_json
-from saelib.sae import SAE, save_sae
-from saelib.train import TrainResult, train_cache_key, train_saes
+from saelib.sae import save_sae
+from saelib.train import TrainResult, concat_stacks, split_seeds, train_cache_key, train_saes
 
 log = logging.getLogger(__name__)
 
@@ -45,34 +44,6 @@ MAX_RETRIES = 3
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Seeds split into several stacks
-
-
-def split_seeds(cfg: SAEConfig, seeds_per_stack: int) -> list[SAEConfig]:
-    """`cfg`'s seeds as consecutive stacks of at most `seeds_per_stack` (each `SAEConfig.seed` offset to its first
-    seed, so that seed i is still initialised from `derive_seed(cfg.seed + i)`)."""
-    if seeds_per_stack < 1:
-        raise ValueError(f"seeds_per_stack={seeds_per_stack} must be >= 1")
-    return [
-        dataclasses.replace(cfg, seed=cfg.seed + start, n_seeds=min(seeds_per_stack, cfg.n_seeds - start))
-        for start in range(0, cfg.n_seeds, seeds_per_stack)
-    ]
-
-
-def concat_stacks(cfg: SAEConfig, parts: Sequence[TrainResult]) -> TrainResult:
-    """One stack of `cfg` (on CPU, inference mode) from the results of training `split_seeds(cfg, ...)`, in order.
-
-    Every parameter and buffer of an SAE has the seed first, so the stack is their concatenation; the per-seed
-    training curves are concatenated step by step, the shared ones taken from the first part.
-    """
-    if sum(p.sae.n_seeds for p in parts) != cfg.n_seeds:
-        raise ValueError(f"parts hold {sum(p.sae.n_seeds for p in parts)} seeds; cfg.n_seeds={cfg.n_seeds}")
-    sae = SAE(cfg)
-    states = [p.sae.state_dict() for p in parts]
-    sae.load_state_dict({k: torch.cat([s[k].cpu() for s in states]) for k in sae.state_dict()})
-    history = dict(parts[0].history)
-    for k in ("fvu", "l0", "dead_fraction", "aux_loss"):
-        history[k] = [sum(rows, []) for rows in zip(*(p.history[k] for p in parts))]
-    return TrainResult(sae.eval(), history)
 
 
 def train_split(

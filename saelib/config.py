@@ -169,6 +169,10 @@ class TrainConfig:
     torch_compile: bool = False
     """Fast path: `torch.compile` the SAE's forward pass (a one-off compile time per run; same numbers up to float
     rounding)."""
+    seeds_per_stack: int | None = None
+    """Train the seeds as stacks of at most this many, one stack after another (seeds never interact: same
+    numbers). None: all at once on a GPU; on CPU as many as keep a stack's decoder under `train.CPU_STACK_BYTES`,
+    where larger stacks run slower than one seed after another (`benchmarks/bench_train.py`)."""
 
     def __post_init__(self) -> None:
         check_positive("TrainConfig", n_tokens=self.n_tokens, batch_size=self.batch_size, log_every=self.log_every)
@@ -183,6 +187,9 @@ class TrainConfig:
             check_positive("TrainConfig", dead_after_tokens=self.dead_after_tokens)
         if self.aux_coefficient < 0 or self.checkpoint_every < 0:
             raise ValueError("TrainConfig.aux_coefficient and checkpoint_every must be >= 0")
+        if self.seeds_per_stack is not None:
+            check_integer("TrainConfig", seeds_per_stack=self.seeds_per_stack)
+            check_positive("TrainConfig", seeds_per_stack=self.seeds_per_stack)
         if not (self.checkpoint_seconds >= 0 and math.isfinite(self.checkpoint_seconds)):
             raise ValueError(f"TrainConfig.checkpoint_seconds={self.checkpoint_seconds!r} must be a finite number >= 0")
 

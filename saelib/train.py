@@ -200,6 +200,20 @@ def train_saes(
     if isinstance(data, Tensor):  # before anything casts them: integer activations are a mistake, not data
         check_activations(data[:1], cfg.d_in, "data")
     device = resolve_device(train.device)
+    per_stack = stack_size(cfg, train)
+    if per_stack < cfg.n_seeds:  # seeds never interact: several smaller stacks, one after another, same numbers
+        parts = []
+        for part in split_seeds(cfg, per_stack):
+            start = part.seed - cfg.seed
+            sub = None if checkpoint_dir is None else Path(checkpoint_dir) / f"seeds-{start}-{start + part.n_seeds}"
+            part_init = None if init is None else init.select(range(start, start + part.n_seeds))
+            one = dataclasses.replace(train, seeds_per_stack=part.n_seeds)
+            parts.append(
+                train_saes(
+                    part, one, data, checkpoint_dir=sub, progress=progress, init=part_init, train_decoder=train_decoder
+                )
+            )
+        return concat_stacks(cfg, parts)
     n_steps = train.n_steps
     sae = SAE(cfg, device=device).train()
     if init is not None:
@@ -352,11 +366,59 @@ def train_saes(
     return TrainResult(sae.eval(), history)
 
 
+CPU_STACK_BYTES = 12 * 2**20
+"""On CPU, the largest float32 decoder `(S, d_sae, d_in)` trained as one stack: beyond about the size of the
+processor's cache, the stack's elementwise passes (Adam, decoder normalisation, the dense gradient buffers) run from
+memory and S seeds at once lose to S single-seed runs (0.85x at S = 8, d_sae 4096, d_in 640 on this project's
+2-core machine; benchmarks/README.md)."""
+
+
+def stack_size(cfg: SAEConfig, train: TrainConfig) -> int:
+    """Seeds per stack for `train_saes`: `train.seeds_per_stack`, else all of them on a GPU, and on CPU as many as
+    keep the stack's decoder within `CPU_STACK_BYTES` (at least one)."""
+    if train.seeds_per_stack is not None:
+        return min(train.seeds_per_stack, cfg.n_seeds)
+    if resolve_device(train.device).type != "cpu":
+        return cfg.n_seeds
+    return max(1, min(cfg.n_seeds, CPU_STACK_BYTES // (4 * cfg.d_sae * cfg.d_in)))
+
+
+def split_seeds(cfg: SAEConfig, seeds_per_stack: int) -> list[SAEConfig]:
+    """`cfg`'s seeds as consecutive stacks of at most `seeds_per_stack` (each `SAEConfig.seed` offset to its first
+    seed, so that seed i is still initialised from `derive_seed(cfg.seed + i)`)."""
+    if seeds_per_stack < 1:
+        raise ValueError(f"seeds_per_stack={seeds_per_stack} must be >= 1")
+    return [
+        dataclasses.replace(cfg, seed=cfg.seed + start, n_seeds=min(seeds_per_stack, cfg.n_seeds - start))
+        for start in range(0, cfg.n_seeds, seeds_per_stack)
+    ]
+
+
+def concat_stacks(cfg: SAEConfig, parts: Sequence[TrainResult]) -> TrainResult:
+    """One stack of `cfg` (on the first part's device, inference mode) from the results of training
+    `split_seeds(cfg, ...)`, in order.
+
+    Every parameter and buffer of an SAE has the seed first, so the stack is their concatenation; the per-seed
+    training curves are concatenated step by step, the shared ones taken from the first part.
+    """
+    if sum(p.sae.n_seeds for p in parts) != cfg.n_seeds:
+        raise ValueError(f"parts hold {sum(p.sae.n_seeds for p in parts)} seeds; cfg.n_seeds={cfg.n_seeds}")
+    device = parts[0].sae.W_dec.device
+    sae = SAE(cfg, device=device)
+    states = [p.sae.state_dict() for p in parts]
+    sae.load_state_dict({k: torch.cat([s[k].to(device) for s in states]) for k in sae.state_dict()})
+    history = dict(parts[0].history)
+    for k in ("fvu", "l0", "dead_fraction", "aux_loss"):
+        history[k] = [sum(rows, []) for rows in zip(*(p.history[k] for p in parts))]
+    return TrainResult(sae.eval(), history)
+
+
 def train_key(train: TrainConfig) -> dict:
-    """The fields of `train` that change results (the device and prefetching do not). The fast paths that change
-    numbers appear only when on, so that the keys of configs without them stay those of earlier versions."""
+    """The fields of `train` that change results (the device, prefetching and the stack schedule do not). The fast
+    paths that change numbers appear only when on, so that the keys of configs without them stay those of earlier
+    versions."""
     key = dataclasses.asdict(train)
-    for k in ("device", "checkpoint_every", "checkpoint_seconds", "log_every", "prefetch"):
+    for k in ("device", "checkpoint_every", "checkpoint_seconds", "log_every", "prefetch", "seeds_per_stack"):
         key.pop(k)
     for k in FAST_PATHS:
         if not key[k]:
