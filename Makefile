@@ -86,7 +86,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_book.py
 
 # What CI checks before the tests: lint and formatting (notebooks included), then the core's types.
-LINTED := saelib tests benchmarks notebooks
+LINTED := saelib tests benchmarks notebooks book
 
 lint: setup
 	$(BIN)/ruff check $(LINTED)
