@@ -10,8 +10,13 @@ import dataclasses
 from typing import Any
 
 
+def readable(value: Any) -> Any:
+    """Integers of 100,000 and more with thousands separators (`1000000` -> `"1,000,000"`); other values as they are."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) and value >= 100_000 else value
+
+
 def config_defaults(cls: type) -> dict[str, Any]:
-    """`{field: default}` of a dataclass's fields that have a plain default.
+    """`{field: default}` of a dataclass's fields that have a plain default, as a page shows them (`readable`).
 
     Args:
         cls: a dataclass type.
@@ -19,7 +24,7 @@ def config_defaults(cls: type) -> dict[str, Any]:
     Returns:
         The defaults by field name.
     """
-    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    return {f.name: readable(f.default) for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
 
 
 def substitutions() -> dict[str, Any]:
@@ -30,7 +35,7 @@ def substitutions() -> dict[str, Any]:
         name: config_defaults(getattr(config, name))
         for name in ("SAEConfig", "TrainConfig", "StabilityConfig", "SyntheticConfig")
     }
-    values["stability"] = {"CPU_BLOCK": stability.CPU_BLOCK, "NULL_SEED_OFFSET": f"{stability.NULL_SEED_OFFSET:,}"}
+    values["stability"] = {"CPU_BLOCK": stability.CPU_BLOCK, "NULL_SEED_OFFSET": readable(stability.NULL_SEED_OFFSET)}
     return values
 
 
