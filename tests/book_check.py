@@ -76,6 +76,7 @@ class _Dom(HTMLParser):
         self.links: list[str] = []
         self.ids: set[str] = set()
         self.classes: list[str] = []
+        self.outputs: list[set[str]] = []  # class sets of cell outputs (myst-nb: "output stream", "output traceback")
         self.figures: list[dict] = []  # per <figure>: its id and the images inside it
         self.text: list[str] = []
         self._skip = 0
@@ -85,7 +86,10 @@ class _Dom(HTMLParser):
         a = dict(attrs)
         if a.get("id"):
             self.ids.add(a["id"])
-        self.classes += (a.get("class") or "").split()
+        classes = (a.get("class") or "").split()
+        self.classes += classes
+        if "output" in classes:
+            self.outputs.append(set(classes))
         if tag in ("script", "style"):
             self._skip += 1
         elif tag == "img" and a.get("src") is not None:
@@ -161,6 +165,10 @@ def page_problems(page: Path, html: str, html_root: Path) -> list[str]:
     Returns:
         One message per problem.
     """
+    redirect = re.search(r'http-equiv="Refresh" content="0; url=([^"]+)"', page.read_text()[:2000])
+    if redirect:  # Jupyter Book's index.html: only its target has to exist
+        target = page.parent / redirect.group(1)
+        return [] if target.is_file() else [f"redirect to a missing page {redirect.group(1)!r}"]
     if "</html>" not in html or "<main" not in html:
         return ["the page did not load"]
     dom = parse(html)
@@ -170,7 +178,7 @@ def page_problems(page: Path, html: str, html_root: Path) -> list[str]:
     problems += [
         f"link: {p}" for href in dict.fromkeys(dom.links) if (p := link_problem(href, page, html_root, dom.ids))
     ]
-    if {"traceback", "error"} & set(dom.classes) or TRACEBACK.search(text):
+    if any({"traceback", "error", "stderr"} & classes for classes in dom.outputs) or TRACEBACK.search(text):
         problems.append("a cell shows an error or a traceback")
     if "problematic" in dom.classes or "system-message" in dom.classes:
         problems.append("Sphinx left an unresolved reference or a system message on the page")

@@ -206,7 +206,16 @@ def test_reader_check_fails_on_a_removed_figure_a_lost_glue_value_or_raw_markup(
     def raw_role(page, copy):
         page.write_text(page.read_text().replace("<p>", "<p>{numref}`fig-nowhere` ", 1))
 
+    def error_cell(page, copy):  # how myst-nb renders a cell that raised
+        out = '<div class="output traceback highlight-ipythontb"><pre>Traceback (most recent call last)</pre></div>'
+        page.write_text(page.read_text().replace("<p>", out + "<p>", 1))
+
+    def broken_link(page, copy):
+        (copy / "book" / "methods.html").unlink()
+
     expected = {
+        error_cell: "error or a traceback",
+        broken_link: "link to a missing page",
         delete_image: "missing image",
         drop_figure: "is not on the page",
         lose_glue_value: "glued values are not on the page",
