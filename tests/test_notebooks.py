@@ -168,7 +168,7 @@ def test_every_page_of_the_book_as_a_reader_sees_it(smoke_book):
         if found := book_check.page_problems(page, dom, root):
             problems[str(rel)] = found
         if page in chapters:
-            assert book_check.parse(dom).figures, f"{rel} shows no figure"
+            assert book_check.parse(dom).images, f"{rel} shows no image"
     assert not problems, problems
     assert all((SCREENSHOTS / p.relative_to(root).with_suffix(".png")).stat().st_size > 0 for p in pages)
 
