@@ -31,6 +31,7 @@ CE_SEEDS = None  # seeds spliced into the model for CE; None: the scale's value
 MARGINAL_PER_BIN = None  # latents ablated one at a time per stability level; None: the scale's value
 
 # %% tags=["remove-cell"]
+import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import HTML
 from myst_nb import glue
@@ -74,12 +75,18 @@ result.by_label
 # share (mean over seeds), and the medians of their activation statistics over {glue:text}`n_eval_tokens` held-out
 # tokens.
 
-# %%
+# %% tags=["remove-cell"]
 axes = plots.asymmetry.figure_activation_stats(result.latents)
+glue("fig_asymmetry_activation_stats", plt.gcf(), display=False)
+plt.close()
 
 # %% [markdown]
-# **Figure 1.** Firing frequency, mean activation where the latent fires, and largest activation, by stability
+# ```{glue:figure} fig_asymmetry_activation_stats
+# :name: fig-asymmetry-activation-stats
+#
+# Firing frequency, mean activation where the latent fires, and largest activation, by stability
 # label (all seeds; log scale).
+# ```
 
 # %% [markdown]
 # ## Reconstruction: keeping or removing each group
@@ -99,12 +106,18 @@ result.ev_by_cut
 # **Table 2.** Explained variance (mean over seeds) of each cut (`group`) and of its size- and mass-matched random
 # controls (mean and standard deviation over draws).
 
-# %%
+# %% tags=["remove-cell"]
 ax = plots.asymmetry.plot_cut_bars(result.cuts, "ev", ylabel="explained variance (held-out)")
+glue("fig_asymmetry_cut_bars", plt.gcf(), display=False)
+plt.close()
 
 # %% [markdown]
-# **Figure 2.** Explained variance of the held-out activations keeping or removing the stable and the unstable
+# ```{glue:figure} fig_asymmetry_cut_bars
+# :name: fig-asymmetry-cut-bars
+#
+# Explained variance of the held-out activations keeping or removing the stable and the unstable
 # latents, beside random subsets matched in size and in activation mass; dashed: the full SAE, dotted: no latent.
+# ```
 
 # %% [markdown]
 # ## Prediction: the same cuts spliced into the model
@@ -122,12 +135,18 @@ result.ce_by_cut
 # **Table 3.** CE-loss score of each cut and of its controls (clean loss {glue:text}`clean_loss:.3f`, zero-ablation
 # loss {glue:text}`zero_loss:.3f` nats per token).
 
-# %%
+# %% tags=["remove-cell"]
 axes = plots.asymmetry.figure_ce_cuts(result.cuts)
+glue("fig_asymmetry_ce_cuts", plt.gcf(), display=False)
+plt.close()
 
 # %% [markdown]
-# **Figure 3.** CE-loss score (left) and KL divergence from the clean model (right) with each cut spliced into the
+# ```{glue:figure} fig_asymmetry_ce_cuts
+# :name: fig-asymmetry-ce-cuts
+#
+# CE-loss score (left) and KL divergence from the clean model (right) with each cut spliced into the
 # model, beside the random controls; dashed: the full SAE, dotted: no latent.
+# ```
 
 # %%
 result.cuts[["cut", "draw", "pool", "n_latents", "mass_share", "ev", "ce_loss_score", "delta_loss", "kl_div"]]
@@ -152,13 +171,19 @@ result.marginal_by_level
 # **Table 5.** Mean over the sampled latents of each stability level: firings in the ablated contexts, loss change
 # per firing and expected loss change per token (nats).
 
-# %%
+# %% tags=["remove-cell"]
 axes = plots.asymmetry.figure_marginal(result.marginal)
+glue("fig_asymmetry_marginal", plt.gcf(), display=False)
+plt.close()
 
 # %% [markdown]
-# **Figure 4.** Loss change when one latent is ablated, against its stability: expected change per token (left)
+# ```{glue:figure} fig_asymmetry_marginal
+# :name: fig-asymmetry-marginal
+#
+# Loss change when one latent is ablated, against its stability: expected change per token (left)
 # and per firing of the latent (right); one point per sampled latent, the line joins the means per level
 # (symmetric log scale where the changes span more than two decades).
+# ```
 
 # %% [markdown]
 # ## Surface-form triggers
@@ -178,11 +203,17 @@ result.triggers_by_label
 # triggering strings (bits) and mean number of distinct strings, by stability label (`count`: latents with enough
 # activations).
 
-# %%
+# %% tags=["remove-cell"]
 axes = plots.asymmetry.figure_triggers(result.triggers)
+glue("fig_asymmetry_triggers", plt.gcf(), display=False)
+plt.close()
 
 # %% [markdown]
-# **Figure 5.** How concentrated each latent's top activations are on one token string, by stability label.
+# ```{glue:figure} fig_asymmetry_triggers
+# :name: fig-asymmetry-triggers
+#
+# How concentrated each latent's top activations are on one token string, by stability label.
+# ```
 
 # %% [markdown]
 # ### Top contexts of a few stable and unstable latents

@@ -28,6 +28,7 @@ SCALE = "default"  # smoke | default | gpu | paper
 DEVICE = "auto"  # auto | cpu | cuda
 
 # %% tags=["remove-cell"]
+import matplotlib.pyplot as plt
 import pandas as pd
 from myst_nb import glue
 
@@ -85,14 +86,25 @@ study.geometry, study.groups
 # participation ratio of {glue:text}`ref_pr_over_d_stable:.3f` of $d$. A set's effective rank is bounded by its size,
 # and the two sets differ in size, so the comparison with the size-matched controls is the sharper test.
 
-# %%
+# %% tags=["remove-cell"]
 ax = plots.geometry.plot_effective_rank(ref["ranks"])
+glue("fig_geometry_effective_rank", plt.gcf(), display=False)
+plt.close()
+
+# %% [markdown]
+# ```{glue:figure} fig_geometry_effective_rank
+# :name: fig-geometry-effective-rank
+#
+# Effective rank of each seed's unstable set, its stable set, and the three null sets of
+# the same size, as a share of $d$ (means over seeds and draws; whiskers: standard deviation). `n` is the number of
+# directions in the set.
+# ```
+
+# %%
 result.ranks
 
 # %% [markdown]
-# **Figure 1 and Table 1.** Effective rank of each seed's unstable set, its stable set, and the three null sets of
-# the same size, as a share of $d$ (means over seeds and draws; whiskers: standard deviation). `n` is the number of
-# directions in the set.
+# **Table 1.** The numbers behind {numref}`fig-geometry-effective-rank`.
 
 # %% [markdown]
 # ## (2) Do two seeds' unstable spans coincide?
@@ -128,23 +140,45 @@ result.ranks
 # null, which lives there, overstates what chance alone would give; where they sit close to the top components, the
 # covariance null is the fair one.
 
-# %%
+# %% tags=["remove-cell"]
 ax = plots.geometry.plot_overlap_by_rank(ref["spans"])
+glue("fig_geometry_overlap_by_rank", plt.gcf(), display=False)
+plt.close()
+
+# %% [markdown]
+# ```{glue:figure} fig_geometry_overlap_by_rank
+# :name: fig-geometry-overlap-by-rank
+#
+# Overlap between two seeds' spans of each set, against the rank kept (lines: the top $r$
+# principal directions of every seed's set; stars and the `energy` row: each seed's 90%-energy rank of its unstable
+# set, used for every set). Means over seed pairs and draws; `expected random` is $\max(r_A, r_B)/d$.
+# ```
+
+# %%
 result.overlaps
 
 # %% [markdown]
-# **Figure 2 and Table 2.** Overlap between two seeds' spans of each set, against the rank kept (lines: the top $r$
-# principal directions of every seed's set; stars and the `energy` row: each seed's 90%-energy rank of its unstable
-# set, used for every set). Means over seed pairs and draws; `expected random` is $\max(r_A, r_B)/d$.
+# **Table 2.** The numbers behind {numref}`fig-geometry-overlap-by-rank`.
+
+# %% tags=["remove-cell"]
+axes = plots.geometry.plot_angle_panels(ref["angles"], result.spec)
+glue("fig_geometry_angle_panels", plt.gcf(), display=False)
+plt.close()
+
+# %% [markdown]
+# ```{glue:figure} fig_geometry_angle_panels
+# :name: fig-geometry-angle-panels
+#
+# Every principal angle between seed 0's and seed 1's spans, ascending, at the 90%-energy
+# rank (left) and at rank {glue:text}`fixed_rank` (right).
+# ```
 
 # %%
-axes = plots.geometry.plot_angle_panels(ref["angles"], result.spec)
 result.angles
 
 # %% [markdown]
-# **Figure 3 and Table 3.** Every principal angle between seed 0's and seed 1's spans, ascending, at the 90%-energy
-# rank (left) and at rank {glue:text}`fixed_rank` (right). Table: the mean principal angle (degrees) over all seed
-# pairs and draws, and each seed's span's overlap with the activations' top principal components of the same rank.
+# **Table 3.** The mean principal angle (degrees) over all seed pairs and draws, and each seed's span's overlap with the
+# activations' top principal components of the same rank (the numbers behind {numref}`fig-geometry-angle-panels`).
 
 # %% [markdown]
 # ## (3) How much of one seed's unstable features lies in another seed's unstable span
@@ -156,14 +190,25 @@ result.angles
 # isotropic directions (the expected value is the span's rank over $d$) and {glue:text}`ref_coverage_covariance:.3f`
 # for covariance draws. {glue:text}`cmp_cover_stable`
 
-# %%
+# %% tags=["remove-cell"]
 ax = plots.geometry.plot_coverage(ref["shares"])
+glue("fig_geometry_coverage", plt.gcf(), display=False)
+plt.close()
+
+# %% [markdown]
+# ```{glue:figure} fig_geometry_coverage
+# :name: fig-geometry-coverage
+#
+# Cumulative distribution of the share of each direction of seed 1 inside seed 0's unstable span (90%-energy rank),
+# per set.
+# ```
+
+# %%
 result.coverage
 
 # %% [markdown]
-# **Figure 4 and Table 4.** Figure: cumulative distribution of the share of each direction of seed 1 inside seed 0's
-# unstable span (90%-energy rank), per set. Table: mean share over all ordered seed pairs and draws, at each rank
-# of seed A's span.
+# **Table 4.** Mean share over all ordered seed pairs and draws, at each rank of seed A's span (the numbers behind
+# {numref}`fig-geometry-coverage`).
 
 # %% [markdown]
 # ## (4) Groups: unmatched one by one, matched as a span
@@ -189,24 +234,41 @@ result.coverage
 # by how well features explain each other, so their spans agree partly by construction; what they show is that such
 # agreement exists where single features do not match (every member is unstable).
 
-# %%
+# %% tags=["remove-cell"]
 axes = plots.geometry.plot_group_example(result.example)
+glue("fig_geometry_group_example", plt.gcf(), display=False)
+plt.close()
 
 # %% [markdown]
-# **Figure 5.** Group {glue:text}`example_group` (the group with at least two features and rank two per seed whose
+# ```{glue:figure} fig_geometry_group_example
+# :name: fig-geometry-group-example
+#
+# Group {glue:text}`example_group` (the group with at least two features and rank two per seed whose
 # features sit furthest from their best single match but closest to the other seeds' spans) in seeds
 # {glue:text}`example_seeds`. Left: its features as arrows in the plane of their top two principal directions (an
 # arrow shorter than 1 leaves that plane). Right: their decoder cosines, ordered by seed.
+# ```
+
+# %% tags=["remove-cell"]
+axes = plots.geometry.plot_group_scores(result.groups)
+glue("fig_geometry_group_scores", plt.gcf(), display=False)
+plt.close()
+
+# %% [markdown]
+# ```{glue:figure} fig_geometry_group_scores
+# :name: fig-geometry-group-scores
+#
+# Per group, means over the ordered pairs of seeds present in it. Left: cosine of a member
+# to its best single match among the other seed's members, to the other seed's span, and the same for covariance
+# draws. Right: mean principal angle between two seeds' spans of the group, and between random and covariance-drawn
+# spans of the same ranks.
+# ```
 
 # %%
-axes = plots.geometry.plot_group_scores(result.groups)
 result.groups.head(10)
 
 # %% [markdown]
-# **Figure 6 and Table 5.** Per group, means over the ordered pairs of seeds present in it. Left: cosine of a member
-# to its best single match among the other seed's members, to the other seed's span, and the same for covariance
-# draws. Right: mean principal angle between two seeds' spans of the group, and between random and covariance-drawn
-# spans of the same ranks. The table lists the ten largest groups.
+# **Table 5.** The ten largest groups of {numref}`fig-geometry-group-scores`.
 
 # %% [markdown]
 # ## (5) Across dictionary sizes, variants and layers
@@ -217,15 +279,27 @@ result.groups.head(10)
 # {glue:text}`rank_min:.2f`-{glue:text}`rank_max:.2f` of $d$ and the share of unstable latents in a group over
 # {glue:text}`grouped_min:.1%`-{glue:text}`grouped_max:.1%`.
 
-# %%
+# %% tags=["remove-cell"]
 axes = plots.geometry.plot_grid_geometry(result.points, result.spec)
+glue("fig_geometry_grid_geometry", plt.gcf(), display=False)
+plt.close()
+
+# %% [markdown]
+# ```{glue:figure} fig_geometry_grid_geometry
+# :name: fig-geometry-grid-geometry
+#
+# Against the dictionary size, one line per variant (and layer): overlap of two seeds'
+# unstable spans at rank {glue:text}`fixed_rank` with its baselines (dashed, averaged over variants and layers), the
+# 90%-energy rank of the unstable set beside that of as many random alive latents, and the share of unstable latents
+# that fall in a group.
+# ```
+
+# %%
 result.points[chapter.POINT_COLUMNS]
 
 # %% [markdown]
-# **Figure 7 and Table 6.** Against the dictionary size, one line per variant (and layer): overlap of two seeds'
-# unstable spans at rank {glue:text}`fixed_rank` with its baselines (dashed, averaged over variants and layers), the
-# 90%-energy rank of the unstable set beside that of as many random alive latents, and the share of unstable latents
-# that fall in a group. Table: the main numbers of every grid point (means over seeds, pairs and draws).
+# **Table 6.** The main numbers of every grid point of {numref}`fig-geometry-grid-geometry` (means over seeds, pairs and
+# draws).
 
 # %% [markdown]
 # ## Verdict at this scale

@@ -28,6 +28,7 @@ SWEEP_KNOB = None  # the SyntheticConfig field swept in section (d) (None: the s
 SWEEP_VALUES = None  # its values, e.g. [1, 2, 4] (None: the scale's)
 
 # %% tags=["remove-cell"]
+import matplotlib.pyplot as plt
 import pandas as pd
 from myst_nb import glue
 
@@ -53,11 +54,17 @@ for key, value in chapter.summary(result).items():
 # %%
 study.data, study.sae
 
-# %%
+# %% tags=["remove-cell"]
 ax = plots.synthetic.plot_training_curves(result.history)
+glue("fig_synthetic_training_curves", plt.gcf(), display=False)
+plt.close()
 
 # %% [markdown]
-# **Figure 1.** Fraction of variance unexplained on the training batches, one line per seed.
+# ```{glue:figure} fig_synthetic_training_curves
+# :name: fig-synthetic-training-curves
+#
+# Fraction of variance unexplained on the training batches, one line per seed.
+# ```
 
 # %% [markdown]
 # ## (a) Isolated features are recovered, in every seed
@@ -67,12 +74,18 @@ ax = plots.synthetic.plot_training_curves(result.history)
 # {glue:text}`isolated_recovered_share:.2f`; mean per-feature stability of the latents matched to them:
 # {glue:text}`stability_isolated:.2f` (the untrained null scores {glue:text}`stability_null:.2f`).
 
-# %%
+# %% tags=["remove-cell"]
 ax = plots.synthetic.plot_max_cosine_to_truth(result.analysis.isolated_recovery)
+glue("fig_synthetic_max_cosine_to_truth", plt.gcf(), display=False)
+plt.close()
 
 # %% [markdown]
-# **Figure 2.** Max cosine between each true isolated feature and the decoder rows of each seed; the dashed line
+# ```{glue:figure} fig_synthetic_max_cosine_to_truth
+# :name: fig-synthetic-max-cosine-to-truth
+#
+# Max cosine between each true isolated feature and the decoder rows of each seed; the dashed line
 # marks 0.9.
+# ```
 
 # %% [markdown]
 # ## (b) Latents inside a group are not identifiable
@@ -84,15 +97,21 @@ ax = plots.synthetic.plot_max_cosine_to_truth(result.analysis.isolated_recovery)
 # One-to-one (Hungarian) matching of two seeds' latents makes the same point more sharply: matched cosine
 # {glue:text}`matched_cos_group:.3f` inside groups against {glue:text}`matched_cos_isolated:.3f` for isolated latents.
 
-# %%
+# %% tags=["remove-cell"]
 lat = result.analysis.latents[result.analysis.latents.kind.isin(["isolated", "group"])]
 ax = plots.theme.plot_stability_hist(
     lat.stability, lat.kind, null=result.analysis.null_stability.numpy(), normalize="kind"
 )
+glue("fig_synthetic_stability_hist", plt.gcf(), display=False)
+plt.close()
 
 # %% [markdown]
-# **Figure 3.** Per-feature stability of latents assigned to isolated features and to groups, pooled over seeds,
+# ```{glue:figure} fig_synthetic_stability_hist
+# :name: fig-synthetic-stability-hist
+#
+# Per-feature stability of latents assigned to isolated features and to groups, pooled over seeds,
 # beside the stability of the latents of untrained SAEs of the same shape (the null); each kind's bars sum to 1.
+# ```
 
 # %%
 result.pair_means
@@ -101,14 +120,20 @@ result.pair_means
 # **Table 1.** Mean over seed pairs of the Hungarian matched decoder cosine of the latents in each set, and of the
 # overlap $\|P_A P_B\|_F^2 / \min(r_A, r_B)$ of the two seeds' spans of each group.
 
-# %%
+# %% tags=["remove-cell"]
 ex = result.example
 ax = plots.theme.plot_group_latents(ex.directions, ex.basis, labels=[f"seed {s}" for s in ex.seeds])
+glue("fig_synthetic_group_latents", plt.gcf(), display=False)
+plt.close()
 
 # %% [markdown]
-# **Figure 4.** The latents of two seeds assigned to group 0, drawn in the plane of the group's first two true axes
+# ```{glue:figure} fig_synthetic_group_latents
+# :name: fig-synthetic-group-latents
+#
+# The latents of two seeds assigned to group 0, drawn in the plane of the group's first two true axes
 # (an arrow shorter than 1 points partly out of that plane, into the rest of the subspace). The two seeds tile the
 # same subspace with different directions.
+# ```
 
 # %% [markdown]
 # ## (c) The groups are recovered as subspaces
@@ -122,13 +147,24 @@ ax = plots.theme.plot_group_latents(ex.directions, ex.basis, labels=[f"seed {s}"
 # The paper reports no numbers for its synthetic model in the part we could read (its abstract,
 # {cite}`gerasimov2026unstable`); its qualitative statement is what is tested here.
 
-# %%
+# %% tags=["remove-cell"]
 ax = plots.synthetic.plot_principal_angles(result.analysis.groups, random_angle_deg=result.baseline.max_angle_deg)
+glue("fig_synthetic_principal_angles", plt.gcf(), display=False)
+plt.close()
+
+# %% [markdown]
+# ```{glue:figure} fig_synthetic_principal_angles
+# :name: fig-synthetic-principal-angles
+#
+# Largest principal angle between each seed's recovered span and the true subspace of
+# each group; the dashed line is the mean largest angle between two random subspaces of the same rank.
+# ```
+
+# %%
 result.analysis.groups
 
 # %% [markdown]
-# **Figure 5 and Table 2.** Largest principal angle between each seed's recovered span and the true subspace of
-# each group; the dashed line is the mean largest angle between two random subspaces of the same rank.
+# **Table 2.** The numbers behind {numref}`fig-synthetic-principal-angles`.
 
 # %% [markdown]
 # ## (d) Where identifiability breaks: a sweep over the group rank
@@ -141,14 +177,25 @@ result.analysis.groups
 # from {glue:text}`sweep_stability_group_first:.2f` to {glue:text}`sweep_stability_group_last:.2f`), while the spans
 # keep overlapping across seeds at least {glue:text}`sweep_overlap_excess_min:.3f` above random subspaces.
 
-# %%
+# %% tags=["remove-cell"]
 ax = plots.synthetic.plot_sweep(result.sweep, study.sweep_knob)
+glue("fig_synthetic_sweep", plt.gcf(), display=False)
+plt.close()
+
+# %% [markdown]
+# ```{glue:figure} fig_synthetic_sweep
+# :name: fig-synthetic-sweep
+#
+# Against the {glue:text}`sweep_knob`: mean stability of isolated and of group latents,
+# Hungarian matched cosine of group latents across seeds, overlap of two seeds' group spans, and the overlap two
+# random subspaces of the groups' rank would have.
+# ```
+
+# %%
 result.sweep
 
 # %% [markdown]
-# **Figure 6 and Table 3.** Against the {glue:text}`sweep_knob`: mean stability of isolated and of group latents,
-# Hungarian matched cosine of group latents across seeds, overlap of two seeds' group spans, and the overlap two
-# random subspaces of the groups' rank would have.
+# **Table 3.** The numbers behind {numref}`fig-synthetic-sweep`.
 
 # %% [markdown]
 # ## Verdict at this scale

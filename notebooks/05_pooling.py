@@ -25,6 +25,7 @@ SCALE = "default"  # smoke | default | gpu | paper
 DEVICE = "auto"  # auto | cpu | cuda
 
 # %% tags=["remove-cell"]
+import matplotlib.pyplot as plt
 import pandas as pd
 from myst_nb import glue
 
@@ -82,14 +83,20 @@ result.pools
 # For the larger size, {glue:text}`n_large_standard` standard seeds are trained at exactly that size, so that it too
 # has a like-for-like baseline.
 
-# %%
+# %% tags=["remove-cell"]
 ax = plots.pooling.plot_match_survival(result.samples, tau=study.grid.stability.threshold)
+glue("fig_pooling_match_survival", plt.gcf(), display=False)
+plt.close()
 
 # %% [markdown]
-# **Figure 1.** For every alive latent of one SAE, the cosine of its best match among the decoder rows of the other
+# ```{glue:figure} fig_pooling_match_survival
+# :name: fig-pooling-match-survival
+#
+# For every alive latent of one SAE, the cosine of its best match among the decoder rows of the other
 # SAE of its pair (pairs of standard seeds; the two pooled SAEs; the two pooled SAEs of the larger size; the two
 # standard seeds at the larger size): the share of latents with a match at least this similar. At $\tau$ (dashed)
 # the curve reads off the mean per-feature stability between two SAEs.
+# ```
 
 # %% [markdown]
 # ## Stability of pooled SAEs
@@ -134,12 +141,18 @@ result.quality
 # variance and L0 on held-out tokens, CE-loss score (1: the clean model's loss, 0: zero-ablation of the layer), dead
 # fraction on held-out tokens, and the mean per-feature stability against the other SAEs of the same kind.
 
-# %%
+# %% tags=["remove-cell"]
 ax = plots.pooling.plot_stability_vs_ev(result.table)
+glue("fig_pooling_stability_vs_ev", plt.gcf(), display=False)
+plt.close()
 
 # %% [markdown]
-# **Figure 2.** Mean per-feature stability against explained variance, one point per SAE: the standard seeds of
+# ```{glue:figure} fig_pooling_stability_vs_ev
+# :name: fig-pooling-stability-vs-ev
+#
+# Mean per-feature stability against explained variance, one point per SAE: the standard seeds of
 # chapter 1, the pooled SAEs of both sizes, and standard seeds of the larger size.
+# ```
 
 # %% [markdown]
 # ## How the result moves with the number of pooled seeds
@@ -150,14 +163,25 @@ ax = plots.pooling.plot_stability_vs_ev(result.table)
 # {glue:text}`sweep_first_stability:.3f` at {glue:text}`sweep_first_n` seed per group to
 # {glue:text}`sweep_last_stability:.3f` at {glue:text}`sweep_last_n`.
 
-# %%
+# %% tags=["remove-cell"]
 ax = plots.pooling.plot_pooling_sweep(result.sweep, result.quality.loc["standard"])
+glue("fig_pooling_sweep", plt.gcf(), display=False)
+plt.close()
+
+# %% [markdown]
+# ```{glue:figure} fig_pooling_sweep
+# :name: fig-pooling-sweep
+#
+# Against the seeds pooled per SAE: the pooled SAEs' mean per-feature stability (between
+# the two disjoint pools) and explained variance, with the standard seeds' (dashed).
+# ```
+
+# %%
 result.sweep
 
 # %% [markdown]
-# **Figure 3 and Table 4.** Against the seeds pooled per SAE: the pooled SAEs' mean per-feature stability (between
-# the two disjoint pools) and explained variance, with the standard seeds' (dashed); in the table also the size
-# reached, the share of kept features found in at least two of the group's seeds, L0 and dead fraction.
+# **Table 4.** The numbers behind {numref}`fig-pooling-sweep`, with the size reached, the share of kept features found in
+# at least two of the group's seeds, L0 and dead fraction.
 
 # %% [markdown]
 # ## Verdict at this scale
