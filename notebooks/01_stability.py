@@ -89,16 +89,22 @@ result.table
 # Explained variance ranges over {glue:text}`ev_min:.3f`-{glue:text}`ev_max:.3f` and the CE-loss score over
 # {glue:text}`ce_min:.2f`-{glue:text}`ce_max:.2f`.
 
-# %%
+# %% tags=["remove-cell"]
 fig, axes = plt.subplots(1, 3, figsize=(15, 4))
 plots.stability.plot_grid_stability(result.table, "mean_stability", ax=axes[0])
 plots.stability.plot_grid_stability(result.table, "stable_share", null=None, ax=axes[1])
 plots.stability.plot_grid_stability(result.table, "unstable_share", null=None, ax=axes[2])
 fig.tight_layout()
+glue("fig_stability_grid", fig, display=False)
+plt.close()
 
 # %% [markdown]
-# **Figure 1.** The grid at its small budget: mean per-feature stability (left; the untrained null dotted) and the
-# shares of stable (middle) and unstable (right) latents, against dictionary size; one line per layer and variant.
+# ```{glue:figure} fig_stability_grid
+# :name: fig-stability-grid
+#
+# The grid at its small budget: mean per-feature stability (left; the untrained null dotted) and the shares of
+# stable (middle) and unstable (right) latents, against dictionary size; one line per layer and variant.
+# ```
 
 # %% [markdown]
 # ## The reference point in depth: stability against training
@@ -111,13 +117,26 @@ fig.tight_layout()
 # point of the curve is scored on the same {glue:text}`n_seeds` seeds (the deepest uses the first
 # {glue:text}`n_seeds` of the reference SAEs), so that the endpoint shares compare like with like.
 
-# %%
+# %% tags=["remove-cell"]
 axes = plots.stability.plot_budget_curve(result.curve, result.curve_fit)
+plt.gcf().tight_layout()
+glue("fig_stability_budget", plt.gcf(), display=False)
+plt.close()
 
 # %% [markdown]
-# **Figure 2.** {glue:text}`ref_name` against training tokens per SAE (log axis): per-feature stability (mean, and
-# the endpoint shares), whole-SAE matching (shared fraction, PW-MCC) and quality (explained variance, CE-loss score,
-# dead fraction). Dashed: least-squares lines against log tokens.
+# ```{glue:figure} fig_stability_budget
+# :name: fig-stability-budget
+#
+# {glue:text}`ref_name` against training tokens per SAE (log axis): per-feature stability (mean, and the endpoint
+# shares), whole-SAE matching (shared fraction, PW-MCC) and quality (explained variance, CE-loss score, dead
+# fraction). Dashed: least-squares lines against log tokens.
+# ```
+
+# %%
+result.curve
+
+# %% [markdown]
+# **Table 3.** The numbers behind {numref}`fig-stability-budget` (`epochs`: tokens seen over the tokens collected).
 #
 # From {glue:text}`curve_tokens_lo` to {glue:text}`curve_tokens_hi` tokens the mean stability goes from
 # {glue:text}`curve_mean_stability_lo:.2f` to {glue:text}`curve_mean_stability_hi:.2f`, the share of stable latents
@@ -140,14 +159,20 @@ axes = plots.stability.plot_budget_curve(result.curve, result.curve_fit)
 # {glue:text}`ref_l0:.1f`, CE-loss score {glue:text}`ref_ce_loss_score:.2f`). At the grid's budget the same
 # configuration had mean stability {glue:text}`breadth_ref_mean_stability:.2f`.
 
-# %%
+# %% tags=["remove-cell"]
 ax = plots.stability.plot_stability_distribution(result.split.stability, result.split.label, result.null.null_stability)
 _ = ax.set_title(f"{result.reference.name}, {study.grid.reference_seeds} seeds, {study.grid.budgets[-1]:,} tokens")
+glue("fig_stability_distribution", plt.gcf(), display=False)
+plt.close()
 
 # %% [markdown]
-# **Figure 3.** Share of all alive latents of the reference SAEs (every seed as the anchor) at each stability value
-# (with N comparison seeds, stability takes the values 0, 1/N, ..., 1), the bars stacked by label so that they sum
-# to 1; beside them the same shares for untrained SAEs of the same shape.
+# ```{glue:figure} fig_stability_distribution
+# :name: fig-stability-distribution
+#
+# Share of all alive latents of the reference SAEs (every seed as the anchor) at each stability value (with N
+# comparison seeds, stability takes the values 0, 1/N, ..., 1), the bars stacked by label so that they sum to 1;
+# beside them the same shares for untrained SAEs of the same shape.
+# ```
 #
 # {glue:text}`shape_share_zero:.0%` of the latents have no match in any other seed, {glue:text}`shape_share_one:.0%`
 # have one in every other seed, and {glue:text}`shape_share_between:.0%` lie in between (of untrained latents,
@@ -161,7 +186,7 @@ _ = ax.set_title(f"{result.reference.name}, {study.grid.reference_seeds} seeds, 
 result.top_dimensions
 
 # %% [markdown]
-# **Table 3.** The coordinates of each layer's activations with the largest variance, and their share of it.
+# **Table 4.** The coordinates of each layer's activations with the largest variance, and their share of it.
 #
 # A caveat on the covariance null: a single coordinate holds {glue:text}`top_dim_share_min:.0%` to
 # {glue:text}`top_dim_share_max:.0%` of the variance (Gemma 3's "massive activation" dimensions). Random directions
@@ -177,24 +202,30 @@ result.top_dimensions
 result.confusion
 
 # %% [markdown]
-# **Table 4.** Alive latents of the reference SAEs labelled by the paper's endpoints (rows) and by the first wave's
+# **Table 5.** Alive latents of the reference SAEs labelled by the paper's endpoints (rows) and by the first wave's
 # all-pairs cut-offs (columns), from the same stability values.
 #
 # The two labelings agree on {glue:text}`label_agreement:.1%` of the latents. They differ only at the edges: a latent
 # missing in one seed of {glue:text}`ref_n_comparisons` is stable under the cut-offs but intermediate under the
 # endpoints.
 
-# %%
+# %% tags=["remove-cell"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
 plots.stability.plot_reference_sweep(result.by_reference_seeds, ax=axes[0])
 plots.stability.plot_threshold_sweep(result.by_threshold, study.grid.stability.threshold, ax=axes[1])
 fig.tight_layout()
+glue("fig_stability_sweeps", fig, display=False)
+plt.close()
 
 # %% [markdown]
-# **Figure 4.** Left: the paper's labels from N = 1 .. {glue:text}`ref_n_comparisons` comparison seeds (random
-# subsets of the other seeds, every seed as the anchor in turn), and the share of latents whose label then equals the
-# label from all of them. Right: mean stability and the stable / unstable shares against the threshold $\tau$
-# (dashed: the default).
+# ```{glue:figure} fig_stability_sweeps
+# :name: fig-stability-sweeps
+#
+# Left: the paper's labels from N = 1 .. {glue:text}`ref_n_comparisons` comparison seeds (random subsets of the
+# other seeds, every seed as the anchor in turn), and the share of latents whose label then equals the label from
+# all of them. Right: mean stability and the stable / unstable shares against the threshold $\tau$ (dashed: the
+# default).
+# ```
 #
 # With one comparison seed, {glue:text}`agree_one_ref:.0%` of latents get their all-seed label (one seed can only
 # say "matched" or "not"); with one seed fewer than all, {glue:text}`agree_last_but_one:.0%`. Fewer comparison seeds
@@ -206,12 +237,18 @@ fig.tight_layout()
 # %% [markdown]
 # ## Stability against feature frequency
 
-# %%
+# %% tags=["remove-cell"]
 ax = plots.stability.plot_stability_vs_frequency(result.latents)
+glue("fig_stability_frequency", plt.gcf(), display=False)
+plt.close()
 
 # %% [markdown]
-# **Figure 5.** Per-feature stability of every alive latent of {glue:text}`ref_name` (all seeds, coloured by label)
-# against its firing frequency on held-out tokens (log scale), with the mean per frequency bin.
+# ```{glue:figure} fig_stability_frequency
+# :name: fig-stability-frequency
+#
+# Per-feature stability of every alive latent of the reference SAEs (all seeds, coloured by label) against its
+# firing frequency on held-out tokens (log scale), with the mean per frequency bin.
+# ```
 #
 # The Spearman correlation between stability and frequency is {glue:text}`freq_rho:.2f`; the median frequency of
 # stable latents is {glue:text}`freq_stable:.2e` and of unstable ones {glue:text}`freq_unstable:.2e`.
@@ -227,7 +264,7 @@ ax = plots.stability.plot_stability_vs_frequency(result.latents)
 result.by_k
 
 # %% [markdown]
-# **Table 5.** The reference grid point at the grid's budget, at the grid's k and at k = {glue:text}`k_other`.
+# **Table 6.** The reference grid point at the grid's budget, at the grid's k and at k = {glue:text}`k_other`.
 #
 # At k = {glue:text}`k_other` the mean stability is {glue:text}`stab_k_other:.2f` (explained variance
 # {glue:text}`ev_k_other:.3f`), against {glue:text}`breadth_ref_mean_stability:.2f` at the grid's
@@ -241,7 +278,7 @@ result.by_k
 result.whole
 
 # %% [markdown]
-# **Table 6.** Hungarian matching of every pair of seeds (a latent is shared when its matched decoder and encoder
+# **Table 7.** Hungarian matching of every pair of seeds (a latent is shared when its matched decoder and encoder
 # cosines both exceed 0.7 {cite}`paulo2025sparse`) and PW-MCC (the mean matched decoder cosine
 # {cite}`song2025position`), means over seed pairs, with the same scores between untrained SAEs.
 #
@@ -265,7 +302,7 @@ result.whole
 result.counts
 
 # %% [markdown]
-# **Table 7.** Latents per label and seed of the reference SAEs (dead latents excluded).
+# **Table 8.** Latents per label and seed of the reference SAEs (dead latents excluded).
 
 # %% [markdown]
 # ## Verdicts
@@ -277,8 +314,8 @@ result.counts
 common.claims_frame(chapter.claims(chapter.summary(result)))
 
 # %% [markdown]
-# **Table 8.** Computed verdicts, on the reference SAEs. At the default scale the SAEs are small and trained on
-# {glue:text}`ref_tokens` tokens, three orders of magnitude under the paper's reported 1B: Figure 2 shows that
+# **Table 9.** Computed verdicts, on the reference SAEs. At the default scale the SAEs are small and trained on
+# {glue:text}`ref_tokens` tokens, three orders of magnitude under the paper's reported 1B: {numref}`fig-stability-budget` shows that
 # stability is still rising there, so what the verdicts describe is SAEs in training at small width, not the paper's
 # regime. The `gpu` and `paper` scales run the same code on hub models with bigger dictionaries and longer training
 # (`paper`: GPT-2 small, block 7, 16,384 latents, k = 64, 1B tokens, 96 seeds).

@@ -108,7 +108,8 @@ class _PageText(HTMLParser):
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium on PATH")
 def test_chapter_one_renders_math_and_its_figure_offline(smoke_book):
     """Chapter 1 as a reader sees it in a browser with no network: MathJax, bundled with the book, has typeset every
-    formula, no script comes from a CDN, and Figure 1 is on the page."""
+    formula, no script comes from a CDN, and the stability distribution (the glued figure `fig-stability-distribution`)
+    is on the page."""
     result, html = smoke_book
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     page = html / f"{NOTEBOOKS[0].stem}.html"
@@ -135,12 +136,12 @@ def test_chapter_one_renders_math_and_its_figure_offline(smoke_book):
     parser.feed(dom)
     text = "".join(parser.text)
     assert "\\(" not in text and "\\)" not in text, "raw inline math left in the page text"
-    assert "Share of all alive latents" in text, "Figure 1's caption is missing"
-    # Figure 1: the image between its section's heading and its caption, and the file it points to.
-    section = dom[dom.index("Is per-feature stability bimodal?") : dom.index("Figure 1.")]
+    assert "Share of all alive latents" in text, "the distribution figure's caption is missing"
+    # The image between its section's heading and its caption, and the file it points to.
+    section = dom[dom.index("Is per-feature stability bimodal?") : dom.index("Share of all alive latents")]
     figures = re.findall(r'<img[^>]+src="([^"]+\.png)"', section)
-    assert figures, "Figure 1 is missing from chapter 1"
-    assert all((page.parent / src).is_file() for src in figures), "Figure 1's image file is missing"
+    assert figures, "the stability distribution figure is missing from chapter 1"
+    assert all((page.parent / src).is_file() for src in figures), "its image file is missing"
 
 
 # ----- every page as a reader's browser shows it (tests/book_check.py), and proof that the check can fail
