@@ -171,8 +171,9 @@ class TrainConfig:
     rounding)."""
     seeds_per_stack: int | None = None
     """Train the seeds as stacks of at most this many, one stack after another (seeds never interact: same
-    numbers). None: all at once on a GPU; on CPU as many as keep a stack's decoder under `train.CPU_STACK_BYTES`,
-    where larger stacks run slower than one seed after another (`benchmarks/bench_train.py`)."""
+    numbers up to float rounding). None: all at once on a GPU; on CPU as many as keep a batch's reconstructions
+    within `train.CPU_STACK_BYTES`, beyond which a stack runs slower than one seed after another
+    (`benchmarks/bench_train.py`)."""
 
     def __post_init__(self) -> None:
         check_positive("TrainConfig", n_tokens=self.n_tokens, batch_size=self.batch_size, log_every=self.log_every)

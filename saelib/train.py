@@ -366,21 +366,22 @@ def train_saes(
     return TrainResult(sae.eval(), history)
 
 
-CPU_STACK_BYTES = 12 * 2**20
-"""On CPU, the largest float32 decoder `(S, d_sae, d_in)` trained as one stack: beyond about the size of the
-processor's cache, the stack's elementwise passes (Adam, decoder normalisation, the dense gradient buffers) run from
-memory and S seeds at once lose to S single-seed runs (0.85x at S = 8, d_sae 4096, d_in 640 on this project's
-2-core machine; benchmarks/README.md)."""
+CPU_STACK_BYTES = 32 * 2**20
+"""On CPU, the most bytes of one batch's reconstructions `(S, B, d_in)` (float32) trained as one stack. The step's
+elementwise passes over such tensors (reconstruction, residual, losses, their gradients) run from memory once they
+outgrow the processor's caches, and then S seeds at once lose to S single-seed runs: measured on this project's 2-core
+machine (benchmarks/README.md), one stack of 8 seeds at batch 4096 (80 MiB) ran at 0.85-0.89x of sequential runs for
+d_sae 1024-4096, while 9 seeds at batch 1024 (22.5 MiB) ran at 1.06-1.16x for d_sae 512-1024."""
 
 
 def stack_size(cfg: SAEConfig, train: TrainConfig) -> int:
     """Seeds per stack for `train_saes`: `train.seeds_per_stack`, else all of them on a GPU, and on CPU as many as
-    keep the stack's decoder within `CPU_STACK_BYTES` (at least one)."""
+    keep a batch's reconstructions within `CPU_STACK_BYTES` (at least one)."""
     if train.seeds_per_stack is not None:
         return min(train.seeds_per_stack, cfg.n_seeds)
     if resolve_device(train.device).type != "cpu":
         return cfg.n_seeds
-    return max(1, min(cfg.n_seeds, CPU_STACK_BYTES // (4 * cfg.d_sae * cfg.d_in)))
+    return max(1, min(cfg.n_seeds, CPU_STACK_BYTES // (4 * train.batch_size * cfg.d_in)))
 
 
 def split_seeds(cfg: SAEConfig, seeds_per_stack: int) -> list[SAEConfig]:

@@ -196,10 +196,13 @@ def test_stacks_trained_one_after_another_equal_one_stack(variant):
 def test_the_cpu_schedule_keeps_each_stack_within_the_cache_budget():
     from saelib.train import CPU_STACK_BYTES, stack_size
 
-    tc = TrainConfig(n_tokens=1, device="cpu")
     cfg = SAEConfig(d_in=640, d_sae=4096, k=8, n_seeds=8)
-    assert stack_size(cfg, tc) == max(1, CPU_STACK_BYTES // (4 * 4096 * 640))
-    assert stack_size(replace(cfg, d_sae=64), tc) == 8  # small decoders: the whole stack at once
-    assert stack_size(cfg, replace(tc, seeds_per_stack=3)) == 3 and stack_size(cfg, replace(tc, seeds_per_stack=99)) == 8
+    big, small = TrainConfig(n_tokens=1, batch_size=4096, device="cpu"), TrainConfig(n_tokens=1, batch_size=1024)
+    assert stack_size(cfg, big) == CPU_STACK_BYTES // (4 * 4096 * 640) == 3  # 10 MiB per seed's batch
+    assert stack_size(replace(cfg, n_seeds=9), replace(small, device="cpu")) == 9  # 2.5 MiB: the whole stack
+    assert stack_size(cfg, replace(big, batch_size=2**20)) == 1  # never under one seed
+    assert (
+        stack_size(cfg, replace(big, seeds_per_stack=3)) == 3 and stack_size(cfg, replace(big, seeds_per_stack=99)) == 8
+    )
     with pytest.raises(ValueError, match="seeds_per_stack"):
         TrainConfig(n_tokens=1, seeds_per_stack=0)
