@@ -52,13 +52,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cold", action="store_true", help="also time setup and a build from an empty artifact cache")
     p.add_argument("--scale", default="default")
+    p.add_argument("--artifacts", help="the cold build's artifact cache (kept afterwards); default: a temporary one")
     a = p.parse_args()
     env = dict(os.environ)
     rows, chapters = [], {}
     with tempfile.TemporaryDirectory(prefix="saelib-bench-") as tmp:
         if a.cold:
             rows.append(("setup (make setup)", _make("setup", a.scale, env), None))
-            env[ARTIFACTS_ENV] = tmp
+            env[ARTIFACTS_ENV] = a.artifacts or tmp
             rows.append(("cold book (empty cache)", _make("book", a.scale, env), COLD_GOAL_S))
             chapters["cold"] = chapter_seconds()
         rows.append(("warm book (all cached)", _make("book", a.scale, env), WARM_GOAL_S))
