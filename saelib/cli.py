@@ -92,7 +92,7 @@ def _grid(args: argparse.Namespace) -> None:
 
     study = grid.study(args.scale, args.device)
     if args.ray is None:
-        table, _, _ = grid.run_grid(study)
+        table = grid.run_all(study)  # the grid, the budget curve and the reference SAEs
     else:
         try:
             import ray  # noqa: F401

@@ -38,11 +38,11 @@ def test_grid_command_runs_the_scales_grid_on_the_device(monkeypatch):
 
     seen = {}
 
-    def fake_run_grid(study, **kw):
+    def fake_run_all(study, **kw):
         seen["study"] = study
-        return pd.DataFrame({"d_sae": [1]}), {}, {}
+        return pd.DataFrame({"d_sae": [1]})
 
-    monkeypatch.setattr(grid, "run_grid", fake_run_grid)
+    monkeypatch.setattr(grid, "run_all", fake_run_all)
     cli.main(["grid", "--scale", "smoke", "--device", "cpu"])
     expected = grid.study("smoke")
     assert seen["study"].train.device == "cpu"

@@ -546,6 +546,17 @@ def run_grid(
     return pd.DataFrame(rows), splits, scores
 
 
+def run_all(study: GridStudy, *, lm: LanguageModel | None = None, progress: bool = True) -> pd.DataFrame:
+    """`run_grid`, then the reference point at every budget (the budget curve and the reference SAEs): everything
+    chapter 1 trains (`all_points`), each cached. Returns the grid table."""
+    table, _, _ = run_grid(study, lm=lm, progress=progress)
+    for point, entry in all_points(study)[len(grid_entries(study)) :]:
+        if lm is None and not is_scored(point, entry):
+            lm = load_model(point.activations_at(entry.layer).model, device=point.train.device)
+        score_entry(point, entry, lm=lm, progress=progress)
+    return table
+
+
 def latent_table(entry: GridEntry, split: FeatureSplit) -> pd.DataFrame:
     """One row per alive latent of every seed: `seed`, `latent`, `stability`, `mean_max_cos`, `frequency`,
     `mean_activation`, `label` (name), plus the grid point's `layer`, `variant`, `d_sae`."""
