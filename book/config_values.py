@@ -29,14 +29,40 @@ def config_defaults(cls: type) -> dict[str, Any]:
 
 def substitutions() -> dict[str, Any]:
     """The values methods.md may use: each config's defaults, and the stability module's constants."""
-    from saelib import config, stability
+    from saelib import config, stability, train
+    from saelib.chapters import grid
 
     values: dict[str, Any] = {
         name: config_defaults(getattr(config, name))
         for name in ("SAEConfig", "TrainConfig", "StabilityConfig", "SyntheticConfig")
     }
     values["stability"] = {"CPU_BLOCK": stability.CPU_BLOCK, "NULL_SEED_OFFSET": readable(stability.NULL_SEED_OFFSET)}
+    values["train"] = {"CPU_STACK_MIB": train.CPU_STACK_BYTES // 2**20}
+    values["grid"] = grid_values(grid.study("default", "cpu"))
     return values
+
+
+def grid_values(g) -> dict[str, Any]:
+    """The numbers of a `saelib.chapters.grid.GridStudy` that methods.md quotes (the default scale's)."""
+    layer, variant, d_sae = g.reference
+    joined = ", ".join
+    return {
+        "layers": joined(str(a.layer) for a in g.activations),
+        "sizes": joined(str(d) for d in g.sizes),
+        "k": g.k,
+        "n_seeds": g.n_seeds,
+        "lr": g.train.lr,
+        "batch_size": g.train.batch_size,
+        "train_tokens": readable(g.train.n_tokens),
+        "collected": joined(f"{readable(a.n_train_tokens)} at block {a.layer}" for a in g.activations),
+        "reference": f"layer {layer}, {variant}, {d_sae} latents",
+        "reference_seeds": g.reference_seeds,
+        "n_comparisons": g.reference_seeds - 1,
+        "budgets": joined(str(readable(b)) for b in g.budgets),
+        "ref_tokens": readable(max(g.budgets)),
+        "n_ce_contexts": g.n_ce_contexts,
+        "thresholds": joined(str(t) for t in g.thresholds),
+    }
 
 
 def add_substitutions(app, config) -> None:
