@@ -833,6 +833,7 @@ def summary(result: AsymmetryResult) -> dict[str, float | int | str]:
     out: dict[str, float | int | str] = {
         "entry": result.entry.name,
         "n_seeds": int(split.stability.shape[0]),
+        "ref_tokens": f"{grid.reference_study(st.grid).train.n_tokens:,}",
         "d_sae": int(result.entry.d_sae),
         "stable_at": float(split.stable_at),
         "unstable_at": float(split.unstable_at),

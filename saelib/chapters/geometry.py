@@ -656,6 +656,8 @@ def summary(result: GeometryResult) -> dict[str, float | int | str]:
     out |= {
         "entry": result.reference.name,
         "n_seeds": int(split.label.shape[0]),
+        "ref_tokens": f"{grid.reference_study(st.grid).train.n_tokens:,}",
+        "grid_tokens": f"{st.grid.train.n_tokens:,}",
         "d_sae": int(split.label.shape[1]),
         "d_in": d_in,
         "tau": float(split.threshold),
