@@ -145,11 +145,14 @@ result.curve
 # moves from {glue:text}`curve_explained_variance_lo:.3f` to {glue:text}`curve_explained_variance_hi:.3f`. The
 # fitted slope of mean stability is {glue:text}`fit_mean_stability_slope:+.3f` per tenfold increase in tokens
 # ($R^2$ = {glue:text}`fit_mean_stability_r2:.2f`), and {glue:text}`fit_mean_stability_last_slope:+.3f` per tenfold
-# over the last step: the curve is not flat, so at our budget the stability numbers still describe SAEs in training.
-# **Extrapolation**, not a measurement: continued on the same line to the paper's 1B tokens, mean stability would
-# reach {glue:text}`fit_mean_stability_at_value:.2f`, the stable share {glue:text}`fit_stable_share_at_value:.2f`
-# and the unstable share {glue:text}`fit_unstable_share_at_value:.2f` (a straight line in log tokens cannot hold
-# forever: shares are bounded by 0 and 1, and the curve may bend well before 1B tokens).
+# over the last step: the curve is far from flat, so at our budget the stability numbers describe SAEs still in
+# training. **Extrapolation**, not a measurement: continued on the same line, mean stability would reach 1 at about
+# {glue:text}`fit_mean_stability_bound` tokens and the unstable share 0 at about
+# {glue:text}`fit_unstable_share_bound`; at the paper's 1B tokens the line gives (clipped to [0, 1]) mean stability
+# {glue:text}`fit_mean_stability_at_value:.2f`, a stable share of {glue:text}`fit_stable_share_at_value:.2f` and an
+# unstable share of {glue:text}`fit_unstable_share_at_value:.2f`. A share cannot follow a straight line in log
+# tokens past its bound, so the curve must bend somewhere between our budget and the paper's; where it settles, and
+# how many latents stay unstable there, is what a longer run (the `gpu` and `paper` scales) has to measure.
 
 # %% [markdown]
 # ## Is per-feature stability bimodal?

@@ -226,9 +226,11 @@ def budget_curve(study: GridStudy, *, progress: bool = True) -> pd.DataFrame:
 
 
 def log_fit(tokens, values, at: float) -> dict[str, float]:
-    """Least-squares line of `values` against log10(tokens): `slope` (change per 10x tokens), `intercept`, `r2`,
-    `last_slope` (per 10x between the last two points) and `at_value`, the line at `at` tokens (an extrapolation
-    when `at` lies beyond the data)."""
+    """Least-squares line of `values` (shares, in [0, 1]) against log10(tokens): `slope` (change per 10x tokens),
+    `intercept`, `r2`, `last_slope` (per 10x between the last two points), `at_value`, the line at `at` tokens
+    clipped to [0, 1] (an extrapolation when `at` lies beyond the data), and `bound_tokens`, the tokens at which the
+    line leaves [0, 1] (reaches 1 rising or 0 falling; inf when flat): where a straight line in log tokens must
+    have bent."""
     import numpy as np
 
     x, y = np.log10(np.asarray(tokens, dtype=float)), np.asarray(values, dtype=float)
@@ -239,12 +241,14 @@ def log_fit(tokens, values, at: float) -> dict[str, float]:
     slope, intercept = np.polyfit(x, y, 1)
     resid = y - (slope * x + intercept)
     ss = float(((y - y.mean()) ** 2).sum())
+    edge = 1.0 if slope > 0 else 0.0
     return {
         "slope": float(slope),
         "intercept": float(intercept),
         "r2": 1 - float((resid**2).sum()) / ss if ss > 0 else float("nan"),
         "last_slope": float((y[-1] - y[-2]) / (x[-1] - x[-2])),
-        "at_value": float(slope * np.log10(at) + intercept),
+        "at_value": float(np.clip(slope * np.log10(at) + intercept, 0.0, 1.0)),
+        "bound_tokens": float(10 ** ((edge - intercept) / slope)) if slope != 0 else float("inf"),
     }
 
 
@@ -459,6 +463,8 @@ def summary(result: StabilityResult) -> dict[str, float | int | str]:
         **{f"curve_{c}_lo": float(curve[c].iloc[0]) for c in CURVE_COLUMNS[2:]},
         **{f"curve_{c}_hi": float(curve[c].iloc[-1]) for c in CURVE_COLUMNS[2:]},
         **{f"fit_{c}_{k}": v for c, f in fit.items() for k, v in f.items()},
+        "fit_mean_stability_bound": _tokens_text(fit["mean_stability"]["bound_tokens"]),
+        "fit_unstable_share_bound": _tokens_text(fit["unstable_share"]["bound_tokens"]),
         "ref_name": entry.name,
         **{f"ref_{k}": float(ref.get(k, nan)) for k in REF_KEYS},
         **{f"breadth_ref_{k}": float(result.by_k[k].iloc[0]) for k in ("mean_stability", "stable_share")},
@@ -509,6 +515,16 @@ SONG_PW_MCC = 0.80
 """Song et al. 2025 (related work): PW-MCC of TopK SAEs on LLM activations."""
 SHARED_TOLERANCE, PW_MCC_TOLERANCE = 0.10, 0.10
 """How far our shared fraction and PW-MCC may be from related work's and still count as comparable."""
+
+
+def _tokens_text(n: float) -> str:
+    """A token count as the prose reads it: `3.2M`, `45B`, or `never` (inf)."""
+    if not math.isfinite(n):
+        return "never"
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2g}{unit}"
+    return f"{n:.0f}"
 
 
 def _finite(*values: float) -> bool:

@@ -195,6 +195,12 @@ def test_log_fit_known_line_and_its_extrapolation():
     fit = chapter.log_fit([1e3, 1e4, 1e5], [0.1, 0.2, 0.3], at=1e9)
     assert fit["slope"] == pytest.approx(0.1) and fit["r2"] == pytest.approx(1.0)
     assert fit["last_slope"] == pytest.approx(0.1) and fit["at_value"] == pytest.approx(0.7)
+    assert fit["bound_tokens"] == pytest.approx(1e12)  # 0.1 per decade from 0.1 at 1k: 1 at 10^12
+    steep = chapter.log_fit([1e3, 1e4], [0.5, 0.9], at=1e9)
+    assert steep["at_value"] == 1.0 and steep["bound_tokens"] == pytest.approx(10**4.25)  # clipped; leaves [0, 1]
+    falling = chapter.log_fit([1e3, 1e4], [0.5, 0.25], at=1e9)
+    assert falling["at_value"] == 0.0 and falling["bound_tokens"] == pytest.approx(1e5)
+    assert chapter._tokens_text(3.2e6) == "3.2M" and chapter._tokens_text(float("inf")) == "never"
     with pytest.raises(ValueError, match="2 finite"):
         chapter.log_fit([1e3, 1e4], [0.1, float("nan")], at=1e9)
 
