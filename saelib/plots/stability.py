@@ -130,7 +130,7 @@ def plot_budget_curve(curve: pd.DataFrame, fit: dict[str, dict[str, float]] | No
     if axes is None:
         _, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(15, 4), sharex=True)
     colors = sns.color_palette("colorblind", 3)
-    special = {"stable_share": PALETTE["stable"], "unstable_share": PALETTE["unstable"]}
+    special = {"mean_stability": "k", "stable_share": PALETTE["stable"], "unstable_share": PALETTE["unstable"]}
     x = curve.tokens.to_numpy(dtype=float)
     xs = np.geomspace(x.min(), x.max(), 50)
     for ax, (title, columns) in zip(axes, CURVE_PANELS):
