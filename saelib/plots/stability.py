@@ -72,7 +72,7 @@ def plot_reference_sweep(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     ax.plot(df.n_reference, df.stable_share, "-s", c=PALETTE["stable"], label="share stable")
     ax.plot(df.n_reference, df.unstable_share, "-^", c=PALETTE["unstable"], label="share unstable")
     ax.plot(df.n_reference, df.label_agreement, "--o", c="k", label="label = all-seed label")
-    ax.set(xlabel="reference seeds", ylabel="share of alive latents", ylim=(-0.02, 1.02))
+    ax.set(xlabel="comparison seeds N", ylabel="share of alive latents", ylim=(-0.02, 1.02))
     ax.set_xticks(df.n_reference)
     ax.legend(fontsize="small")
     return ax
