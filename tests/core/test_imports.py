@@ -14,7 +14,9 @@ BLOCKED = ("transformers", "jupyter_book", "papermill", "seaborn", "matplotlib",
 LAYERS = ("saelib.lm", "saelib.chapters", "saelib.plots")
 """The packages above the core: imports point down (chapters -> lm -> core), never back."""
 
-NOT_CORE = ("cli", "__main__")
+NOT_CORE = ("cli", "__main__", "cluster")
+"""Top-level modules that sit above the core: the command line, and `cluster` (the grid of `saelib.chapters` as Ray
+tasks, the optional `[cluster]` extra)."""
 """Top-level modules that are entry points, not core: the command line reaches every layer."""
 
 
