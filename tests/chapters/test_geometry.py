@@ -3,6 +3,7 @@ separate subspaces per seed, and planted feature groups; its summary and verdict
 tiny offline grid."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -267,8 +268,8 @@ def _claim(rows, start):
 def test_claims_verdicts_flip_with_the_numbers_and_quote_the_paper():
     s = {
         "tau": 0.7,
-        "ref_pr_over_d_unstable": 0.3,
-        "ref_pr_over_d_stable": 0.6,
+        "ref_er_d_unstable": 0.3,
+        "ref_er_d_stable": 0.6,
         "ref_overlap_fixed_unstable": 0.4,
         "ref_overlap_fixed_random": 0.1,
         "ref_group_mean_angle_deg": 20.0,
@@ -289,7 +290,7 @@ def test_claims_verdicts_flip_with_the_numbers_and_quote_the_paper():
     assert _claim(rows, "... beyond covariance-drawn").paper == common.NOT_REPORTED
     assert "cosine < 0.7" in _claim(rows, "In groups").claim
     flipped = s | {
-        "ref_pr_over_d_unstable": 0.8,
+        "ref_er_d_unstable": 0.8,
         "ref_overlap_fixed_unstable": 0.05,
         "ref_group_mean_angle_deg": 60.0,
         "n_beat_cov": 3,
@@ -337,3 +338,20 @@ def test_run_on_a_tiny_grid_caches_every_point(tmp_path, monkeypatch, _artifacts
         v == s[k] or (isinstance(v, float) and math.isnan(v) and math.isnan(s[k]))
         for k, v in geometry.summary(again).items()
     )
+
+
+def test_effective_rank_table_known_answers():
+    """ER/d of an orthonormal unstable set is 1 and of a rank-1 stable set 1/n; the control draws alive latents."""
+    from saelib.stability import DEAD, STABLE, UNSTABLE
+
+    d, F = 8, 12
+    q = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))[0].float()
+    dirs = torch.zeros(1, F, d)
+    dirs[0, :4] = q[:4]  # unstable: orthonormal
+    dirs[0, 4:8] = q[4] * torch.tensor([1.0, 2.0, 3.0, 4.0]).unsqueeze(1)  # stable: one direction, four times
+    dirs[0, 8:] = torch.randn(4, d)  # intermediate and dead
+    label = torch.tensor([[UNSTABLE] * 4 + [STABLE] * 4 + [1, 1, DEAD, DEAD]], dtype=torch.int8)
+    split = SimpleNamespace(label=label, alive=label != DEAD)
+    table = geometry.effective_rank_table(dirs, split, n_draws=3).set_index("group")
+    assert table.loc["unstable", "er_d"] == pytest.approx(1.0) and table.loc["stable", "er_d"] == pytest.approx(0.25)
+    assert (table.n == 4).all() and table.control_mean.between(0, 1).all()
