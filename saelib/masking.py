@@ -1,8 +1,8 @@
 """Masking as the paper does it, and the firing rates of stable and unstable latents (chapter 2).
 
-As reported by a secondary source (PAPER.md, "Function"; arXiv 2606.12138): removing 4N unstable latents costs little
-explained variance while removing N stable ones costs much; unstable latents fire on about 0.18% of tokens, stable
-ones on about 0.44%.
+As a third-party reading of arXiv 2606.12138 reports it (secondary source): removing 4N unstable latents costs little
+explained variance while removing N stable ones costs much; unstable latents fire on about 0.18% of tokens, stable ones
+on about 0.44%.
 
 - `removal_cuts`: the masks of that experiment for a stack of S seeds: nothing removed; N random stable latents
   removed; `ratio * N` random unstable latents removed; and for each group random alive latents of the same count
@@ -38,45 +38,59 @@ GROUPS = {"stable": STABLE, "unstable": UNSTABLE}
 
 def random_subset(size: int, candidates: Tensor, generator: torch.Generator) -> Tensor:
     """A uniformly random subset `(F,)` bool of `size` latents among `candidates` `(F,)` bool."""
-    pool = candidates.cpu().nonzero()[:, 0]
-    if not 0 <= size <= len(pool):
-        raise ValueError(f"size={size} must lie in [0, {len(pool)}] (the candidates)")
-    out = torch.zeros(candidates.shape, dtype=torch.bool)
+    pool = candidates.nonzero()[:, 0]
+    if size > len(pool):
+        raise ValueError(f"size={size} exceeds the {len(pool)} candidates")
+    out = torch.zeros_like(candidates)
     out[pool[torch.randperm(len(pool), generator=generator)[:size]]] = True
     return out
 
 
 def mass_matched_subset(
-    mass: Tensor, target: float, candidates: Tensor, generator: torch.Generator, *, tol: float = 0.05, tries: int = 20
+    mass: Tensor,
+    target: float,
+    candidates: Tensor,
+    generator: torch.Generator,
+    *,
+    tol: float = 0.05,
+    max_tries: int = 20,
 ) -> Tensor:
-    """A random subset `(F,)` bool of `candidates` whose total `mass (F,)` lies within `tol * target` of `target`.
+    """A random subset `(F,)` bool of `candidates` whose total `mass` lies within `tol * target` of `target`.
 
-    Randomised greedy (as `saelib.chapters.asymmetry.mass_matched_subset`): walk the candidates in a random order and
-    take each one that keeps the running mass below `target * (1 + tol)`, until it reaches `target * (1 - tol)`; retry
-    with a new order when a walk ends short.
+    Randomised greedy: walk the candidates in a random order and take each one that does not push the running mass
+    above `target * (1 + tol)`, until it reaches `target * (1 - tol)`; retry with a new order when a walk ends short.
+
+    Args:
+        mass: `(F,)` non-negative activation mass of each latent (`FeatureActivationStats.mass`).
+        target: the mass to match (a group's total).
+        candidates: `(F,)` bool of latents that may be drawn.
+        generator: the random stream.
+        tol: relative tolerance.
+        max_tries: random orders tried before giving up.
 
     Raises:
         ValueError: when the candidates cannot reach the target within the tolerance.
     """
-    out = torch.zeros(candidates.shape, dtype=torch.bool)
+    out = torch.zeros_like(candidates)
     if target <= 0:
         return out
     lo, hi = target * (1 - tol), target * (1 + tol)
-    pool = candidates.cpu().nonzero()[:, 0]
+    pool = candidates.nonzero()[:, 0]
     m = mass.double().cpu()
-    if float(m[pool].sum()) < lo:
-        raise ValueError(f"candidates hold mass {float(m[pool].sum()):.4g} < target {target:.4g} * (1 - tol)")
-    for _ in range(tries):
-        order = pool[torch.randperm(len(pool), generator=generator)]
+    if float(m[pool.cpu()].sum()) < lo:
+        raise ValueError(f"candidates hold mass {float(m[pool.cpu()].sum()):.4g} < target {target:.4g} * (1 - tol)")
+    for _ in range(max_tries):
+        order = pool[torch.randperm(len(pool), generator=generator)].cpu()
+        vals = m[order].tolist()
         total, taken = 0.0, []
-        for i, v in zip(order.tolist(), m[order].tolist()):
+        for i, v in zip(order.tolist(), vals):
             if total + v <= hi:
                 total += v
                 taken.append(i)
                 if total >= lo:
                     out[taken] = True
                     return out
-    raise ValueError(f"no subset of the candidates matched mass {target:.4g} within tol={tol} in {tries} tries")
+    raise ValueError(f"no subset of the candidates matched mass {target:.4g} within tol={tol} in {max_tries} tries")
 
 
 # --- The cuts -----------------------------------------------------------------------------------------------------

@@ -261,9 +261,9 @@ def covariance_root(cov: Tensor) -> Tensor:
 
 
 # --- The paper's geometry analyses: normalised effective rank and top-subspace transfer -----------------------------
-# As reported by a secondary source (PAPER.md, "Geometry"): ER/d of unstable latents' decoder sub-matrix is about
-# 0.59-0.65 against 0.80-0.81 for stable ones, and the top singular subspace of one seed's unstable latents transfers
-# to other seeds.
+# As a third-party reading of arXiv 2606.12138 reports it (secondary source): ER/d of unstable latents' decoder
+# sub-matrix is about 0.59-0.65 against 0.80-0.81 for stable ones, and the top singular subspace of one seed's unstable
+# latents transfers to other seeds.
 
 
 def _ranks(ranks: int | Sequence[int]) -> list[int]:

@@ -39,6 +39,8 @@ from saelib.chapters.grid import FeatureSplit, GridEntry, GridStudy
 from saelib.config import check_positive
 from saelib.lm import explainer, interp, splice
 from saelib.lm.activations import load_model, model_slug
+from saelib.masking import mass_matched_subset
+from saelib.masking import random_subset as size_matched_subset
 from saelib.sae import SAE
 from saelib.stability import DEAD, STABLE, UNSTABLE
 
@@ -172,63 +174,6 @@ def asymmetry_key(grid_study: GridStudy, entry: GridEntry, **params) -> dict:
 
 
 # --- Cuts and their random controls -----------------------------------------------------------------------------
-
-
-def size_matched_subset(size: int, candidates: Tensor, generator: torch.Generator) -> Tensor:
-    """A uniformly random subset `(F,)` bool of `size` latents among `candidates` `(F,)` bool."""
-    pool = candidates.nonzero()[:, 0]
-    if size > len(pool):
-        raise ValueError(f"size={size} exceeds the {len(pool)} candidates")
-    out = torch.zeros_like(candidates)
-    out[pool[torch.randperm(len(pool), generator=generator)[:size]]] = True
-    return out
-
-
-def mass_matched_subset(
-    mass: Tensor,
-    target: float,
-    candidates: Tensor,
-    generator: torch.Generator,
-    *,
-    tol: float = 0.05,
-    max_tries: int = 20,
-) -> Tensor:
-    """A random subset `(F,)` bool of `candidates` whose total `mass` lies within `tol * target` of `target`.
-
-    Randomised greedy: walk the candidates in a random order and take each one that does not push the running mass
-    above `target * (1 + tol)`, until it reaches `target * (1 - tol)`; retry with a new order when a walk ends short.
-
-    Args:
-        mass: `(F,)` non-negative activation mass of each latent (`FeatureActivationStats.mass`).
-        target: the mass to match (a group's total).
-        candidates: `(F,)` bool of latents that may be drawn.
-        generator: the random stream.
-        tol: relative tolerance.
-        max_tries: random orders tried before giving up.
-
-    Raises:
-        ValueError: when the candidates cannot reach the target within the tolerance.
-    """
-    out = torch.zeros_like(candidates)
-    if target <= 0:
-        return out
-    lo, hi = target * (1 - tol), target * (1 + tol)
-    pool = candidates.nonzero()[:, 0]
-    m = mass.double().cpu()
-    if float(m[pool.cpu()].sum()) < lo:
-        raise ValueError(f"candidates hold mass {float(m[pool.cpu()].sum()):.4g} < target {target:.4g} * (1 - tol)")
-    for _ in range(max_tries):
-        order = pool[torch.randperm(len(pool), generator=generator)].cpu()
-        vals = m[order].tolist()
-        total, taken = 0.0, []
-        for i, v in zip(order.tolist(), vals):
-            if total + v <= hi:
-                total += v
-                taken.append(i)
-                if total >= lo:
-                    out[taken] = True
-                    return out
-    raise ValueError(f"no subset of the candidates matched mass {target:.4g} within tol={tol} in {max_tries} tries")
 
 
 class FeatureCuts(NamedTuple):

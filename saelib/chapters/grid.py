@@ -177,9 +177,9 @@ def _scale_preset(scale: str) -> GridStudy:
             budgets=(20_000_000, 50_000_000, 100_000_000, 200_000_000),
             n_ce_contexts=64,
         )
-    # paper: the reported setup (../shared/PAPER.md, secondary source): GPT-2 small, residual stream after block 7,
-    # TopK with 16,384 latents and k = 64, 1B FineWeb tokens, 96 seeds (an anchor against 95); the grid around it
-    # spans layers, sizes and variants at a tenth of the budget.
+    # paper: the setup a third-party reading of arXiv 2606.12138 reports: GPT-2 small, residual stream after block 7,
+    # TopK with 16,384 latents and k = 64, 1B FineWeb tokens, 96 seeds (an anchor against 95); the grid around it spans
+    # layers, sizes and variants at a tenth of the budget.
     acts = tuple(replace(base, layer=layer) for layer in (3, 7, 10))
     train = TrainConfig(n_tokens=100_000_000, batch_size=4096, normalize_activations=True)
     return GridStudy(
