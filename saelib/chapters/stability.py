@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
@@ -231,8 +232,6 @@ def log_fit(tokens, values, at: float) -> dict[str, float]:
     clipped to [0, 1] (an extrapolation when `at` lies beyond the data), and `bound_tokens`, the tokens at which the
     line leaves [0, 1] (reaches 1 rising or 0 falling; inf when flat): where a straight line in log tokens must
     have bent."""
-    import numpy as np
-
     x, y = np.log10(np.asarray(tokens, dtype=float)), np.asarray(values, dtype=float)
     ok = np.isfinite(y)
     x, y = x[ok], y[ok]
