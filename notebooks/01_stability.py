@@ -308,13 +308,14 @@ result.counts
 # **Table 8.** Latents per label and seed of the reference SAEs (dead latents excluded).
 
 # %% [markdown]
+# (verdicts-01_stability)=
 # ## Verdicts
 #
 # Each statement, the criterion it is held to, our number, the number the paper reports (or related work, marked so)
 # and whether it holds at this scale.
 
 # %%
-common.claims_frame(chapter.claims(chapter.summary(result)))
+common.show_claims(common.claims_frame(chapter.claims(chapter.summary(result))))
 
 # %% [markdown]
 # **Table 9.** Computed verdicts, on the reference SAEs. At the default scale the SAEs are small and trained on

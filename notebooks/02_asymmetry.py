@@ -261,6 +261,7 @@ result.explanations
 # tag and the detection scores (empty when no endpoint was configured).
 
 # %% [markdown]
+# (verdicts-02_asymmetry)=
 # ## Verdict at this scale
 #
 # The paper states that stable features carry most of the reconstruction- and prediction-relevant signal, while
@@ -303,7 +304,7 @@ result.explanations
 verdicts = common.claims_frame(chapter.claims(summary))
 glue("n_holds", int((verdicts.verdict == common.HOLDS).sum()), display=False)
 glue("n_measured", int((verdicts.verdict != common.NOT_MEASURED).sum()), display=False)
-verdicts
+common.show_claims(verdicts)
 
 # %% [markdown]
 # **Table 10.** Each part of claim 2, the criterion, our numbers for stable and for unstable latents, the paper's

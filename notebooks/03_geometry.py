@@ -322,6 +322,7 @@ result.points[chapter.POINT_COLUMNS]
 # draws).
 
 # %% [markdown]
+# (verdicts-03_geometry)=
 # ## Verdict at this scale
 #
 # The paper states the claim qualitatively; the only numbers a third-party reading of it reports are the effective
@@ -332,7 +333,7 @@ result.points[chapter.POINT_COLUMNS]
 verdicts = common.claims_frame(chapter.claims(chapter.summary(result)))
 glue("n_holds", int((verdicts.verdict == common.HOLDS).sum()), display=False)
 glue("n_measured", int((verdicts.verdict != common.NOT_MEASURED).sum()), display=False)
-verdicts
+common.show_claims(verdicts)
 
 # %% [markdown]
 # **Table 8.** Computed verdicts at this scale. `ours` is our number beside the baseline it is held to; the last row

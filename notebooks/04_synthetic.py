@@ -198,12 +198,13 @@ result.sweep
 # **Table 3.** The numbers behind {numref}`fig-synthetic-sweep`.
 
 # %% [markdown]
+# (verdicts-04_synthetic)=
 # ## Verdict at this scale
 #
 # Each claim, the number that tests it, and whether it holds in this run (computed, not typed).
 
 # %%
-common.claims_frame(chapter.claims(chapter.summary(result)))
+common.show_claims(common.claims_frame(chapter.claims(chapter.summary(result))))
 
 # %% [markdown]
 # **Table 4.** Computed verdicts: (a) is the control (what is recoverable is recovered), (b) and (c) are the paper's

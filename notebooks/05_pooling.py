@@ -190,6 +190,7 @@ result.sweep
 # at least two of the group's seeds, L0 and dead fraction.
 
 # %% [markdown]
+# (verdicts-05_pooling)=
 # ## Verdict at this scale
 #
 # Each comparison, the number that tests it, and whether it holds in this run (computed, not typed). The paper's
@@ -201,4 +202,4 @@ result.sweep
 verdicts = common.claims_frame(chapter.claims(summary))
 glue("n_holds", int((verdicts.verdict == common.HOLDS).sum()), display=False)
 glue("n_measured", int((verdicts.verdict != common.NOT_MEASURED).sum()), display=False)
-verdicts
+common.show_claims(verdicts)

@@ -82,6 +82,10 @@ def test_notebooks_execute_at_smoke_scale_and_book_builds(smoke_book):
     assert any(html.glob("*.html"))
     page = (html / f"{NOTEBOOKS[0].stem}.html").read_text()
     assert "data:image/png" in page or ".png" in page, "figures missing from the rendered chapter"
+    intro = (html.parent / "intro.html").read_text()  # the claims overview, gathered from every executed chapter
+    assert "no claims table found" not in intro
+    for path in NOTEBOOKS:
+        assert f"executed/{path.stem}.html#verdicts-{path.stem.replace('_', '-')}" in intro, path.stem
 
 
 class _PageText(HTMLParser):

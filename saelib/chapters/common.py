@@ -81,3 +81,26 @@ def preset(build: Callable[[str, str], T], scale: str, device: str = "auto", **o
     study = build(check_scale(scale), device)
     given = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(study, **given) if given else study
+
+
+CLAIMS_METADATA = "saelib_claims"
+"""The output-metadata key under which `show_claims` stores a chapter's claims rows (read by the book's intro)."""
+
+
+def claims_records(frame: pd.DataFrame) -> list[dict[str, str]]:
+    """A claims table's rows as plain strings (numbers as 3 significant digits), in `Claim`'s field order."""
+    return [
+        {k: (f"{v:.3g}" if isinstance(v, float) else str(v)) for k, v in zip(Claim._fields, row, strict=True)}
+        for row in frame[list(Claim._fields)].itertuples(index=False)
+    ]
+
+
+def show_claims(frame: pd.DataFrame) -> None:
+    """Display a chapter's claims table, its rows attached as output metadata (`CLAIMS_METADATA`).
+
+    The book's intro page (`book/claims_overview.py`) reads that metadata from every executed chapter to build its
+    table of claims, reported numbers, ours and verdicts, so no number of it is typed by hand.
+    """
+    from IPython.display import display
+
+    display(frame, metadata={CLAIMS_METADATA: claims_records(frame)})
