@@ -59,7 +59,9 @@ def test_the_overview_counts_verdicts_and_lists_only_what_the_paper_states(tmp_p
     done = overview.read_chapter(
         executed_notebook(tmp_path / "02_asymmetry.ipynb", outputs=shown_outputs(common.claims_frame(ROWS)))
     )
-    failed = overview.read_chapter(executed_notebook(tmp_path / "03_geometry.ipynb", title="# Chapter three", scale="?"))
+    failed = overview.read_chapter(
+        executed_notebook(tmp_path / "03_geometry.ipynb", title="# Chapter three", scale="?")
+    )
     assert failed.rows is None
     text = overview.overview_markdown([done, failed])
     assert "1 of the 2 measured verdicts hold" in text
