@@ -23,6 +23,7 @@ from functools import partial
 from typing import NamedTuple
 
 import pandas as pd
+from scipy.stats import binomtest
 from torch import Tensor
 
 from saelib.cache import cached_result
@@ -34,6 +35,10 @@ from saelib.subspace import group_transfer, ordered_basis, single_threaded, top_
 
 VERSION = 1
 """Bumped when `paper_tables`' computation or stored format changes (it is in its cache key)."""
+
+SIGN_TEST_ALPHA = 0.05
+"""The transfer's verdict needs the unstable latents above the random latents in more seed pairs than chance
+allows: a one-sided sign test over the pairs at this level (`summary`'s `transfer_sign_p`)."""
 
 PAIRS = ("anchor", "all")
 """Seed pairs of the transfer: the anchor to every other seed, or every ordered pair of distinct seeds."""
@@ -322,10 +327,11 @@ def summary(result: PaperResult, fraction: float = 1 / 20) -> dict[str, float | 
     Keys: `transfer_r` (the headline rank, the one evaluated nearest `fraction * d`), `transfer_pairs`, and at that
     rank the means over pairs `transfer_unstable`, `transfer_latents`, `transfer_subspace`, `transfer_ceiling`,
     `transfer_expected` (`r / d`), `transfer_relative` (unstable over ceiling), `transfer_min`, `transfer_max`,
-    `transfer_n_beat` (pairs where the unstable transfer beats the random latents'); `predict_anchor`,
+    `transfer_n_beat` (pairs where the unstable transfer beats the random latents'), `transfer_sign_p`
+    (`sign_test` of those pairs); `predict_anchor`,
     `predict_n_train`, `predict_n_test` (mean), `predict_unstable_share` (mean share of unstable latents among a test
     seed's endpoint latents); per classifier m in `MODELS`, `f1_<m>` (unstable positive), `f1_stable_<m>`,
-    `macro_f1_<m>` (means over test seeds), and `f1_decoder_min`, `f1_decoder_max`.
+    `macro_f1_<m>` (means over test seeds), and `f1_decoder_min`, `f1_decoder_max`; the prose's words (`_words`).
     """
     tr, pr = result.transfer, result.prediction
     r = headline_rank(tr, fraction * result.d_in)
@@ -342,6 +348,7 @@ def summary(result: PaperResult, fraction: float = 1 / 20) -> dict[str, float | 
         "transfer_min": _stat(at, "transfer", "min"),
         "transfer_max": _stat(at, "transfer", "max"),
         "transfer_n_beat": int((at.transfer > at.random_latents).sum()),
+        "transfer_sign_p": sign_test(int((at.transfer > at.random_latents).sum()), len(at)),
         "predict_anchor": int(result.anchor),
     }
     unstable, stable = (pr[pr.positive == p] if len(pr) else pr for p in ("unstable", "stable"))
@@ -355,7 +362,47 @@ def summary(result: PaperResult, fraction: float = 1 / 20) -> dict[str, float | 
         out |= {f"f1_{m}": _stat(u, "f1"), f"f1_stable_{m}": _stat(st, "f1"), f"macro_f1_{m}": _stat(u, "macro_f1")}
     decoder = unstable[unstable.model == "decoder"]
     out |= {"f1_decoder_min": _stat(decoder, "f1", "min"), "f1_decoder_max": _stat(decoder, "f1", "max")}
-    return out
+    return out | _words(out)
+
+
+REPORTED_F1 = (0.67, 0.73)
+"""The paper's F1 range for the decoder-vector classifier (reported, secondary source)."""
+
+
+def _words(s: dict) -> dict[str, str]:
+    """The prose's computed comparisons: `cmp_transfer_latents`, `cmp_f1_frequency` (`above` / `below`, or `not
+    comparable here`), `cmp_f1_reported` (`inside`, `below` or `above` the reported range) and `f1_sentence`."""
+    missing = "not comparable here"
+
+    def word(a: float, b: float) -> str:
+        return missing if math.isnan(a) or math.isnan(b) else ("above" if a > b else "below")
+
+    f1, freq = s["f1_decoder"], s["f1_frequency"]
+    lo, hi = REPORTED_F1
+    reported = missing if math.isnan(f1) else "below" if f1 < lo else "above" if f1 > hi else "inside"
+    if math.isnan(f1) or math.isnan(freq):
+        sentence = "At this scale there is nothing to compare: the anchor lacks stable or unstable latents."
+    elif f1 > freq:
+        sentence = "The decoder direction carries information about stability beyond how often a latent fires."
+    else:
+        sentence = (
+            "The decoder direction adds nothing measurable here beyond how often a latent fires: the frequency "
+            "alone does as well or better."
+        )
+    return {
+        "cmp_transfer_latents": word(s["transfer_unstable"], s["transfer_latents"]),
+        "cmp_f1_frequency": word(f1, freq),
+        "cmp_f1_reported": reported,
+        "f1_sentence": sentence,
+    }
+
+
+def sign_test(wins: int, n: int) -> float:
+    """One-sided sign test: the chance of at least `wins` of `n` pairs coming out above if each were a coin flip
+    (NaN when `n` is 0)."""
+    if n == 0:
+        return math.nan
+    return float(binomtest(wins, n, 0.5, alternative="greater").pvalue)
 
 
 def _stat(df: pd.DataFrame, col: str, how: str = "mean") -> float:
@@ -381,17 +428,18 @@ def claims(summary: dict[str, float | int | str]) -> list[Claim]:
     from saelib.chapters.geometry import PAPER_TRANSFER, SECONDARY  # geometry imports this module
 
     s = summary
-    r, n = int(s.get("transfer_r", 0)), int(s.get("transfer_pairs", 0))
-    a, b, c = (_get(s, k) for k in ("transfer_unstable", "transfer_latents", "transfer_subspace"))
-    holds = None if any(math.isnan(x) for x in (a, b, c)) else a > b > c
+    r, n, beat = (int(s.get(k, 0)) for k in ("transfer_r", "transfer_pairs", "transfer_n_beat"))
+    a, b, c, p = (_get(s, k) for k in ("transfer_unstable", "transfer_latents", "transfer_subspace", "transfer_sign_p"))
+    holds = None if any(math.isnan(x) for x in (a, b, c, p)) else a > b > c and p < SIGN_TEST_ALPHA
     rows = [
         claim(
             "Unstable latents span a reproducible low-rank subspace: the top singular subspace of one seed's "
             "unstable latents transfers to other seeds",
             f"share of seed t's unstable decoder energy in the top-{r} singular subspace of seed s's unstable "
             f"latents (mean over {n} seed pairs): unstable above size-matched random alive latents, above a random "
-            f"{r}-dimensional subspace",
-            f"{a:.3f} vs {b:.3f} vs {c:.3f}",
+            f"{r}-dimensional subspace; and unstable above random latents in more pairs than chance allows "
+            f"(one-sided sign test, p < {SIGN_TEST_ALPHA:g})",
+            f"{a:.3f} vs {b:.3f} vs {c:.3f}; above in {beat} of {n} pairs (p = {p:.2g})",
             holds,
             PAPER_TRANSFER,
         )

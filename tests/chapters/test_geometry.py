@@ -221,7 +221,7 @@ def _result(shared: bool) -> geometry.GeometryResult:
         split.frequency,
         split.mean_activation,
         torch.ones(label.shape),
-        geometry_paper.PaperConfig(ranks=(2, 4, 8), n_draws=2),
+        geometry_paper.PaperConfig(ranks=(2, 4, 8), pairs="all", n_draws=2),
     )
     return geometry.assemble_result(st, split, {grid.reference_entry(st.grid): tables}, dirs, 1234, paper=paper)
 
@@ -253,7 +253,7 @@ def test_summary_of_a_shared_subspace():
     assert list(result.points.columns[:3]) == ["layer", "variant", "d_sae"]
     assert set(geometry.POINT_COLUMNS) <= set(result.points.columns)
     # the paper's transfer at the headline rank (4, the fixed rank): every seed tiles the same rank-4 subspace
-    assert (s["transfer_r"], s["transfer_pairs"]) == (4, 2)
+    assert (s["transfer_r"], s["transfer_pairs"], s["transfer_n_beat"]) == (4, 6, 6)
     assert s["transfer_unstable"] == pytest.approx(1.0, abs=1e-5) and s["transfer_subspace"] < 0.3
     assert all(isinstance(s[f"f1_{m}"], float) for m in geometry_paper.MODELS)
     verdicts = {c.claim: c.verdict for c in geometry.claims(s)}

@@ -103,6 +103,8 @@ def test_prediction_recovers_planted_labels_beside_its_baselines():
     assert s["f1_decoder"] > 0.9 and s["f1_stable_decoder"] > 0.9 and s["f1_decoder_min"] > 0.9
     assert s["f1_frequency"] < 0.75 and s["f1_stats"] < 0.75  # nothing planted there
     assert s["f1_majority"] == 0.0  # stable is the larger class: the majority never predicts unstable
+    assert (s["cmp_f1_frequency"], s["cmp_f1_reported"]) == ("above", "above")
+    assert s["f1_sentence"].startswith("The decoder direction carries information")
     assert s["predict_n_train"] == int(((label[0] == STABLE) | (label[0] == UNSTABLE)).sum())
     assert s["predict_unstable_share"] == pytest.approx(float((label[1:] == UNSTABLE).float().mean()), abs=1e-6)
     table = geometry_paper.prediction_by_model(p)
@@ -131,6 +133,7 @@ def test_prediction_is_empty_without_both_classes_at_the_anchor():
     assert result.prediction.empty and result.transfer.empty  # and no unstable source to transfer from
     s = geometry_paper.summary(result)
     assert math.isnan(s["f1_decoder"]) and s["predict_n_train"] == 0 and s["transfer_r"] == 0
+    assert s["cmp_f1_reported"] == s["cmp_transfer_latents"] == "not comparable here"
     assert all(type(v) in (float, int, str) for v in s.values())
     assert {c.verdict for c in geometry_paper.claims(s)} == {common.NOT_MEASURED}
     assert geometry_paper.prediction_by_model(result.prediction).empty
@@ -160,6 +163,8 @@ def _summary(**values):
         "transfer_unstable": 0.4,
         "transfer_latents": 0.2,
         "transfer_subspace": 0.05,
+        "transfer_n_beat": 8,
+        "transfer_sign_p": 0.5**8,
         "f1_decoder": 0.7,
         "f1_stats": 0.5,
         "f1_frequency": 0.6,
@@ -172,7 +177,10 @@ def _summary(**values):
 def test_claims_flip_with_the_numbers():
     rows = geometry_paper.claims(_summary())
     transfer, decoder, stats = rows
-    assert transfer.verdict == common.HOLDS and transfer.ours == "0.400 vs 0.200 vs 0.050"
+    assert (
+        transfer.verdict == common.HOLDS
+        and transfer.ours == "0.400 vs 0.200 vs 0.050; above in 8 of 8 pairs (p = 0.0039)"
+    )
     assert "top-32" in transfer.criterion and "8 seed pairs" in transfer.criterion
     assert "transfers" in transfer.paper and "(reported, secondary source)" in transfer.paper
     assert decoder.verdict == common.HOLDS and decoder.ours == "0.700 vs 0.600 (frequency) vs 0.000 (majority)"
@@ -180,9 +188,16 @@ def test_claims_flip_with_the_numbers():
     # random latents above the unstable latents, or a random subspace above random latents: does not hold
     assert geometry_paper.claims(_summary(transfer_latents=0.5))[0].verdict == common.DOES_NOT_HOLD
     assert geometry_paper.claims(_summary(transfer_subspace=0.3))[0].verdict == common.DOES_NOT_HOLD
+    # above on average, but in too few pairs to tell from chance (5 of 8: p = 0.36)
+    few = _summary(transfer_n_beat=5, transfer_sign_p=geometry_paper.sign_test(5, 8))
+    assert geometry_paper.claims(few)[0].verdict == common.DOES_NOT_HOLD
     assert geometry_paper.claims(_summary(f1_decoder=0.55))[1].verdict == common.DOES_NOT_HOLD
     assert geometry_paper.claims(_summary(f1_frequency=math.nan))[1].verdict == common.NOT_MEASURED
     assert {c.verdict for c in geometry_paper.claims({})} == {common.NOT_MEASURED}
+    words = geometry_paper._words(_summary(f1_decoder=0.68, f1_frequency=0.71))
+    assert (words["cmp_f1_frequency"], words["cmp_f1_reported"]) == ("below", "inside")
+    assert "adds nothing measurable" in words["f1_sentence"] and words["cmp_transfer_latents"] == "above"
+    assert geometry_paper._words(_summary(f1_decoder=0.5))["cmp_f1_reported"] == "below"
 
 
 def test_headline_rank_is_the_evaluated_rank_nearest_the_target():
@@ -195,3 +210,11 @@ def test_headline_rank_is_the_evaluated_rank_nearest_the_target():
     assert s["transfer_r"] == 4 and s["transfer_pairs"] == 2
     assert s["transfer_relative"] == pytest.approx(1.0) and s["transfer_n_beat"] == 2
     assert s["transfer_expected"] == pytest.approx(4 / 32)
+    assert s["transfer_sign_p"] == pytest.approx(0.25)  # 2 of 2 pairs: a quarter of coin flips do as well
+
+
+def test_sign_test_against_the_binomial_tail():
+    assert geometry_paper.sign_test(8, 8) == pytest.approx(1 / 256)
+    assert geometry_paper.sign_test(7, 8) == pytest.approx(9 / 256)
+    assert geometry_paper.sign_test(0, 8) == pytest.approx(1.0)
+    assert math.isnan(geometry_paper.sign_test(0, 0))
