@@ -299,6 +299,7 @@ def plot_subspace_transfer(transfer: pd.DataFrame, ax: Axes | None = None) -> Ax
         ax.plot(mean.index, mean, style, c=colour, ms=4, label=label)
         ax.fill_between(mean.index, lo, hi, color=colour, alpha=0.2, lw=0)
     ax.set(xscale="log", xlabel="rank r", ylabel="share of seed t's unstable energy captured", ylim=(0, 1.02))
-    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.set_xticks(sorted(set(transfer.r)), [str(r) for r in sorted(set(transfer.r))])  # the ranks evaluated
+    ax.minorticks_off()
     ax.legend(fontsize="small")
     return ax
