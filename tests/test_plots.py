@@ -104,6 +104,32 @@ def test_grid_geometry_overlap_and_share_panels_show_the_unit_interval():
         assert lo <= 0.0 and hi >= 1.0
 
 
+def test_subspace_transfer_draws_every_curve_with_its_spread_in_the_unit_interval():
+    rows = [
+        {
+            "source": 0,
+            "target": t,
+            "r": r,
+            "transfer": 0.1 * t + r / 64,
+            "random_latents": r / 80,
+            "random_subspace": r / 128,
+            "ceiling": min(1.0, 0.3 + r / 64),
+        }
+        for t in (1, 2)
+        for r in (1, 2, 4, 8, 16, 32, 64)
+    ]
+    ax = geometry.plot_subspace_transfer(pd.DataFrame(rows))
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == [name for name, _, _ in geometry.TRANSFER_CURVES.values()]
+    assert len(ax.collections) == 4  # one band per curve: the spread over seed pairs
+    unstable = ax.get_lines()[0]
+    np.testing.assert_allclose(unstable.get_ydata(), 0.15 + np.array([1, 2, 4, 8, 16, 32, 64]) / 64)
+    lo, hi = ax.get_ylim()
+    assert lo <= 0.0 and hi >= 1.0
+    empty = geometry.plot_subspace_transfer(pd.DataFrame(rows).iloc[:0])
+    assert "no unstable latents" in empty.texts[0].get_text()
+
+
 def _cuts() -> pd.DataFrame:
     rows = [{"cut": "full SAE", "group": "all", "op": "keep", "control": "group", "ev": 0.9}]
     rows += [{"cut": "no latent", "group": "none", "op": "keep", "control": "group", "ev": 0.0}]

@@ -16,6 +16,8 @@ The pieces `run` assembles:
   `stack_summary` reduces it to one row (one per grid point in `GeometryResult.points`).
 - `rank_table`, `overlap_table`, `angle_table`, `coverage_table`: the reference point's tables the chapter shows;
   `example_members`: the group it draws.
+- The paper's own transfer and stability-prediction analyses of the reference SAEs live in
+  `saelib.chapters.geometry_paper` (`run` caches them, `summary` and `claims` include theirs).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saelib.cache import cached_result
-from saelib.chapters import grid
+from saelib.chapters import geometry_paper, grid
 from saelib.chapters.common import NOT_REPORTED, Claim, claim, preset
 from saelib.chapters.grid import FeatureSplit, GridEntry, GridStudy
 from saelib.config import check_fraction
@@ -312,7 +314,11 @@ class GeometryStudy:
     """How groups of unstable features are found and scored. The presets set `min_share` to tau^2 of the grid's
     threshold: a cosine of tau to a span, the stability test applied to a span instead of a single feature."""
     fixed_fraction: float = 1 / 20
-    """The headline fixed rank is the rank of `geometry.ranks(d)` nearest this fraction of `d` (`fixed_spec`)."""
+    """The headline fixed rank is the rank of `geometry.ranks(d)` nearest this fraction of `d` (`fixed_spec`); the
+    headline rank of the paper's transfer is the one evaluated nearest it too."""
+    paper: geometry_paper.PaperConfig = field(default_factory=geometry_paper.PaperConfig)
+    """The paper's own analyses of the reference SAEs: top-subspace transfer and predicting stability from one seed
+    (`saelib.chapters.geometry_paper`)."""
 
     def __post_init__(self) -> None:
         check_fraction("GeometryStudy", lo_open=True, fixed_fraction=self.fixed_fraction)
@@ -554,6 +560,8 @@ class GeometryResult(NamedTuple):
     effective_rank: pd.DataFrame
     """The paper's normalised effective rank (ER/d) of each seed's unstable and stable decoder sub-matrices beside
     size-matched random alive latents (`effective_rank_table`)."""
+    paper: geometry_paper.PaperResult
+    """The paper's top-subspace transfer and stability prediction on the reference SAEs (`geometry_paper`)."""
 
 
 def run(study: GeometryStudy, *, progress: bool = False) -> GeometryResult:
@@ -570,8 +578,19 @@ def run(study: GeometryStudy, *, progress: bool = False) -> GeometryResult:
             dirs, splits[entry].label, covariances[entry.layer].cov, study.geometry, study.groups, name=entry.name
         )
     deep = grid.reference_study(g)
-    directions = grid.train_entry(deep, reference, progress=progress)[0].decoder_directions().detach().cpu()
+    sae = grid.train_entry(deep, reference, progress=progress)[0]
+    directions = sae.decoder_directions().detach().cpu()
     split = grid.load_split(deep, reference)
+    paper = geometry_paper.paper_tables(
+        directions,
+        split.label,
+        split.frequency,
+        split.mean_activation,
+        sae.W_enc.detach().norm(dim=1).cpu(),  # (S, d_sae): each latent's encoder row
+        study.paper,
+        anchor=g.stability.anchor,
+        name=f"{reference.name}-reference",
+    )
     ref_tables = stack_tables(
         directions,
         split.label,
@@ -581,7 +600,13 @@ def run(study: GeometryStudy, *, progress: bool = False) -> GeometryResult:
         name=f"{reference.name}-reference",
     )
     return assemble_result(
-        study, split, tables, directions, covariances[reference.layer].n_tokens, reference_tables=ref_tables
+        study,
+        split,
+        tables,
+        directions,
+        covariances[reference.layer].n_tokens,
+        reference_tables=ref_tables,
+        paper=paper,
     )
 
 
@@ -612,6 +637,7 @@ def assemble_result(
     directions: Tensor,
     cov_tokens: int,
     reference_tables: dict[str, pd.DataFrame] | None = None,
+    paper: geometry_paper.PaperResult | None = None,
 ) -> GeometryResult:
     """The `GeometryResult` of computed tables (no cache, no model): the reference point's tables and example, and
     one `stack_summary` row per grid point.
@@ -623,6 +649,7 @@ def assemble_result(
         directions: `(S, d_sae, d)` decoder directions of the reference point (for its example group).
         cov_tokens: tokens the reference layer's covariance was estimated from.
         reference_tables: `stack_tables` of the reference SAEs; None: `tables`'s reference point's.
+        paper: `geometry_paper.paper_tables` of the reference SAEs; None: nothing measured.
     """
     reference = grid.reference_entry(study.grid)
     ref = tables[reference] if reference_tables is None else reference_tables
@@ -645,6 +672,7 @@ def assemble_result(
         ref["activations"].assign(n_tokens=int(cov_tokens)),
         ref,
         effective_rank_table(directions, split),
+        paper or geometry_paper.empty_result(directions.shape[-1], study.grid.stability.anchor),
     )
 
 
@@ -668,7 +696,8 @@ def summary(result: GeometryResult) -> dict[str, float | int | str]:
     `fixed_rank`, `fixed_ranks`, `max_atoms`, `min_share`, `min_seeds`); the covariance (`cov_tokens`, `cov_top1`,
     `cov_top10`); the prose's comparisons (`cmp_*`, words or sentences); the example group (`example_group`,
     `example_seeds`); and the grid (`n_points`, `n_beat_cov`, `n_beat_subset`, `n_beat_random`, `rank_min`,
-    `rank_max`, `grouped_min`, `grouped_max`).
+    `rank_max`, `grouped_min`, `grouped_max`); the paper's transfer and stability prediction on the reference SAEs
+    (`transfer_*`, `predict_*`, `f1_*`, `macro_f1_*`: `geometry_paper.summary`).
     """
     from saelib.stability import DEAD, UNSTABLE
 
@@ -727,6 +756,7 @@ def summary(result: GeometryResult) -> dict[str, float | int | str]:
         row = er.loc[group] if group in er.index else pd.Series({"er_d": math.nan, "control_mean": math.nan})
         out[f"ref_er_d_{group}"] = float(row["er_d"])
         out[f"ref_er_d_{group}_control"] = float(row["control_mean"])
+    out |= geometry_paper.summary(result.paper, st.fixed_fraction)
     out |= {
         "n_points": len(pts),
         "n_beat_cov": int((pts.overlap_fixed_unstable > pts.overlap_fixed_covariance).sum()),
@@ -759,8 +789,9 @@ def _versus(s: dict, ours: str, base: str, want: str, fmt: str = ".3f") -> tuple
 
 def claims(summary: dict[str, float | int | str]) -> list[Claim]:
     """Chapter 3's verdicts from `summary`'s numbers (reference point; the last row over the whole grid): each
-    observed number against its null of the same size or rank. The paper's reported values are quoted where it has
-    them (`PAPER_RANK`, `PAPER_TRANSFER`)."""
+    observed number against its null of the same size or rank, then the paper's transfer and prediction rows
+    (`geometry_paper.claims`). The paper's reported values are quoted where it has them (`PAPER_RANK`,
+    `PAPER_TRANSFER`)."""
     s, tau = summary, float(summary.get("tau", math.nan))
     rows = [
         (
@@ -878,6 +909,7 @@ def claims(summary: dict[str, float | int | str]) -> list[Claim]:
     for text, criterion, ours, base, want, fmt, paper in rows:
         shown, holds = _versus(s, f"ref_{ours}", f"ref_{base}", want, fmt)
         out.append(claim(text, criterion, shown, holds, paper))
+    out += geometry_paper.claims(s)  # the paper's transfer and stability prediction (reference SAEs)
     n, beat = int(s.get("n_points", 0)), int(s.get("n_beat_cov", 0))
     out.append(
         claim(

@@ -269,3 +269,37 @@ def plot_grid_geometry(points: pd.DataFrame, spec: str, axes=None):
     axes[0].set_ylim(0, 1.02)  # an overlap and a share: in [0, 1]
     axes[2].set_ylim(-0.02, 1.02)
     return axes
+
+
+TRANSFER_CURVES = {
+    "transfer": ("unstable latents", PALETTE["unstable"], "-o"),
+    "random_latents": ("random alive latents (same counts)", SOURCE_PALETTE["subset"], "-s"),
+    "random_subspace": ("random r-dim subspace", PALETTE["random"], "-^"),
+    "ceiling": ("target's own top-r subspace (ceiling)", "k", "--"),
+}
+"""Columns of `saelib.chapters.geometry_paper.PaperResult.transfer` drawn by `plot_subspace_transfer`: legend
+name, colour, line style."""
+
+
+def plot_subspace_transfer(transfer: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """The paper's top-subspace transfer against the rank r: the share of seed t's unstable decoder energy inside
+    the top-r singular subspace of seed s's unstable latents, beside its controls and ceiling (lines: means over seed
+    pairs; bands: min to max over pairs).
+
+    Args:
+        transfer: one row per (source, target, r) (`geometry_paper.PaperResult.transfer`).
+    """
+    ax = axes_or_new(ax)
+    if transfer.empty:
+        ax.text(0.5, 0.5, "no unstable latents at this scale", ha="center", va="center", transform=ax.transAxes)
+        return ax
+    g = transfer.groupby("r")
+    for col, (label, colour, style) in TRANSFER_CURVES.items():
+        mean, lo, hi = g[col].mean(), g[col].min(), g[col].max()
+        ax.plot(mean.index, mean, style, c=colour, ms=4, label=label)
+        ax.fill_between(mean.index, lo, hi, color=colour, alpha=0.2, lw=0)
+    ax.set(xscale="log", xlabel="rank r", ylabel="share of seed t's unstable energy captured", ylim=(0, 1.02))
+    ax.set_xticks(sorted(set(transfer.r)), [str(r) for r in sorted(set(transfer.r))])  # the ranks evaluated
+    ax.minorticks_off()
+    ax.legend(fontsize="small")
+    return ax

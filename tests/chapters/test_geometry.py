@@ -13,7 +13,7 @@ from helpers import planted_planes as planted
 
 from saelib import subspace as sp
 from saelib import train
-from saelib.chapters import common, geometry, grid
+from saelib.chapters import common, geometry, geometry_paper, grid
 from saelib.chapters.grid import FeatureSplit
 from saelib.groups import GroupConfig
 from saelib.stability import DEAD, INTERMEDIATE, STABLE, UNSTABLE
@@ -214,7 +214,16 @@ def _result(shared: bool) -> geometry.GeometryResult:
     )
     dirs, label = _stack(shared=shared)
     tables = geometry.stack_tables(dirs, label, torch.eye(48), st.geometry, st.groups)
-    return geometry.assemble_result(st, _split(label), {grid.reference_entry(st.grid): tables}, dirs, 1234)
+    split = _split(label)
+    paper = geometry_paper.paper_tables(
+        dirs,
+        label,
+        split.frequency,
+        split.mean_activation,
+        torch.ones(label.shape),
+        geometry_paper.PaperConfig(ranks=(2, 4, 8), pairs="all", n_draws=2),
+    )
+    return geometry.assemble_result(st, split, {grid.reference_entry(st.grid): tables}, dirs, 1234, paper=paper)
 
 
 def test_summary_of_a_shared_subspace():
@@ -243,14 +252,23 @@ def test_summary_of_a_shared_subspace():
     assert list(result.groups.n_features) == sorted(result.groups.n_features, reverse=True)
     assert list(result.points.columns[:3]) == ["layer", "variant", "d_sae"]
     assert set(geometry.POINT_COLUMNS) <= set(result.points.columns)
+    # the paper's transfer at the headline rank (4, the fixed rank): every seed tiles the same rank-4 subspace
+    assert (s["transfer_r"], s["transfer_pairs"], s["transfer_n_beat"]) == (4, 6, 6)
+    assert s["transfer_unstable"] == pytest.approx(1.0, abs=1e-5) and s["transfer_subspace"] < 0.3
+    assert all(isinstance(s[f"f1_{m}"], float) for m in geometry_paper.MODELS)
     verdicts = {c.claim: c.verdict for c in geometry.claims(s)}
     assert verdicts["The unstable span reproduces across seeds beyond random directions of the same rank"] == "holds"
     assert verdicts["Unstable features span a lower-rank space than as many random alive latents"] == "holds"
+    rows = geometry.claims(s)
+    assert _claim(rows, "Unstable latents span a reproducible low-rank subspace").verdict == "holds"
+    assert rows[-1].claim.startswith("The unstable span beats the covariance null at every grid point")  # stays last
 
 
 def test_summary_and_verdicts_flip_for_orthogonal_subspaces():
     s = geometry.summary(_result(shared=False))
     assert s["ref_overlap_fixed_unstable"] < 1e-6 and s["cmp_fixed_random"] == "below"
+    assert s["transfer_unstable"] < 1e-6
+    assert _claim(geometry.claims(s), "Unstable latents span a reproducible").verdict == "does not hold"
     assert s["n_beat_cov"] == 0 and s["n_beat_random"] == 0
     rows = {c.claim: c for c in geometry.claims(s)}
     assert rows["The unstable span reproduces across seeds beyond random directions of the same rank"].verdict == (
@@ -323,13 +341,16 @@ def test_run_on_a_tiny_grid_caches_every_point(tmp_path, monkeypatch, _artifacts
     # the reference SAEs: the reference point trained in depth (4 seeds), its tables cached beside the grid's
     assert result.reference == grid.reference_entry(tiny) and result.split.label.shape == (4, 48)
     assert result.covariance.d.iloc[0] == 32 and result.covariance.n_tokens.iloc[0] > 0
-    assert len(list((_artifacts_in_tmp / "geometry").glob("L*-topk-*/result.pt"))) == 5
+    assert len(list((_artifacts_in_tmp / "geometry").glob("L*-topk-*/result.pt"))) == 6  # and the paper's tables
+    assert len(list((_artifacts_in_tmp / "geometry").glob("L*-reference-paper-*/result.pt"))) == 1
+    assert result.paper.anchor == 0 and result.paper.d_in == 32
     s = geometry.summary(result)
     assert all(type(v) in (float, int, str) for v in s.values())
     assert s["n_points"] == 4 and s["d_in"] == 32 and s["n_seeds"] == 4
     assert {c.verdict for c in geometry.claims(s)} <= set(common.VERDICTS)
     # a second run reads every table, SAE and split from the cache
     monkeypatch.setattr(geometry, "_stack_tables", lambda *a: pytest.fail("recomputed cached tables"))
+    monkeypatch.setattr(geometry_paper, "analyze", lambda *a, **k: pytest.fail("recomputed the paper's tables"))
     monkeypatch.setattr(train, "train_saes", lambda *a, **k: pytest.fail("retrained a cached grid point"))
     again = geometry.run(st)
     assert again.points.equals(result.points)
