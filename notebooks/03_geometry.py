@@ -207,9 +207,11 @@ result.angles
 # seeds (no number given). We measure it as we read it (`saelib.chapters.geometry_paper`): take the unstable latents
 # of the anchor seed s, the top $r$ right singular vectors of their unit decoder rows, and ask what share of the
 # decoder energy of another seed t's unstable latents (every row of unit norm) lies in that $r$-dimensional subspace.
-# Three references sit beside it: the same computation for as many random alive latents of s and of t (does any set
-# of latents of this size transfer as well?), a uniformly random $r$-dimensional subspace ($r/d$ on average), and t's
-# own top-$r$ subspace, the most that any $r$-dimensional subspace can capture (the ceiling).
+# Four references sit beside it: the same computation for as many random alive latents of s and of t (does any set
+# of latents of this size transfer as well?), the top-$r$ subspace of as many random alive latents of s applied to the
+# same target, t's unstable latents (does s's unstable span capture them better than any span of s's latents?), a
+# uniformly random $r$-dimensional subspace ($r/d$ on average), and t's own top-$r$ subspace, the most that any
+# $r$-dimensional subspace can capture (the ceiling).
 #
 # At $r$ = {glue:text}`transfer_r`, over {glue:text}`transfer_pairs` seed pairs (the anchor against each other
 # seed), the anchor's unstable subspace captures {glue:text}`transfer_unstable:.3f` of another seed's unstable energy
@@ -218,7 +220,10 @@ result.angles
 # latents and {glue:text}`transfer_subspace:.3f` for a random subspace ($r/d$ = {glue:text}`transfer_expected:.3f`).
 # The unstable transfer is {glue:text}`cmp_transfer_latents` the random latents' on average and beats it in
 # {glue:text}`transfer_n_beat` of {glue:text}`transfer_pairs` pairs (one-sided sign test p =
-# {glue:text}`transfer_sign_p:.2g`). The gap to the random subspace says that the seeds' decoders put their energy
+# {glue:text}`transfer_sign_p:.2g`). Into the same target, as many random alive latents of s capture
+# {glue:text}`transfer_source:.3f`: the unstable subspace is {glue:text}`cmp_transfer_source` that, in
+# {glue:text}`transfer_n_beat_source` of {glue:text}`transfer_pairs` pairs (p = {glue:text}`transfer_source_sign_p:.2g`).
+# The gap to the random subspace says that the seeds' decoders put their energy
 # in a shared low-dimensional region; only the gap to random alive latents is specific to the unstable latents, and
 # the claim needs both ({numref}`fig-geometry-transfer` shows them at every rank; the verdict row at the end asks for
 # the sign test too).
@@ -234,7 +239,8 @@ plt.close()
 #
 # Share of seed t's unstable decoder energy inside the top-$r$ singular subspace of seed s's unstable latents, against
 # $r$ (lines: means over seed pairs; bands: minimum to maximum over pairs), beside size-matched random alive latents of
-# both seeds, a uniformly random $r$-dimensional subspace, and t's own top-$r$ subspace (the ceiling).
+# both seeds, random alive latents of s into t's unstable latents, a uniformly random $r$-dimensional subspace, and
+# t's own top-$r$ subspace (the ceiling).
 # ```
 
 # %%

@@ -459,8 +459,9 @@ def group_transfer(
 
     Returns:
         One row per (s, t, r): `source`, `target`, `r`, `transfer` (the group's), `random_latents` (mean of the
-        size-matched random alive latents' transfer), `random_subspace` (mean share of the target group's energy in
-        random r-dimensional subspaces, about r / d).
+        size-matched random alive latents' transfer, random in both seeds), `random_source` (mean transfer from
+        as many random alive latents of seed s into seed t's group itself), `random_subspace` (mean share of the
+        target group's energy in random r-dimensional subspaces, about r / d).
     """
     if group.shape != directions.shape[:2] or alive.shape != group.shape:
         raise ValueError(f"group and alive must be (S, F) = {tuple(directions.shape[:2])}")
@@ -479,6 +480,9 @@ def group_transfer(
         rand_lat = random_latent_transfer(
             directions[s], alive[s], len(a), directions[t], alive[t], len(b), rs, n_draws=n_draws, seed=seed
         ).mean(0)
+        rand_src = random_latent_transfer(  # random source, the same target group (drawn whole: a permutation)
+            directions[s], alive[s], len(a), directions[t], group[t], len(b), rs, n_draws=n_draws, seed=seed
+        ).mean(0)
         rand_sub = random_subspace_transfer(b, rs, n_draws=n_draws, seed=seed).mean(0)
         for i, r in enumerate(rs):
             rows.append(
@@ -488,6 +492,7 @@ def group_transfer(
                     "r": r,
                     "transfer": float(ours[i]),
                     "random_latents": float(rand_lat[i]),
+                    "random_source": float(rand_src[i]),
                     "random_subspace": float(rand_sub[i]),
                 }
             )

@@ -112,6 +112,7 @@ def test_subspace_transfer_draws_every_curve_with_its_spread_in_the_unit_interva
             "r": r,
             "transfer": 0.1 * t + r / 64,
             "random_latents": r / 80,
+            "random_source": r / 90,
             "random_subspace": r / 128,
             "ceiling": min(1.0, 0.3 + r / 64),
         }
@@ -121,7 +122,7 @@ def test_subspace_transfer_draws_every_curve_with_its_spread_in_the_unit_interva
     ax = geometry.plot_subspace_transfer(pd.DataFrame(rows))
     labels = ax.get_legend_handles_labels()[1]
     assert labels == [name for name, _, _ in geometry.TRANSFER_CURVES.values()]
-    assert len(ax.collections) == 4  # one band per curve: the spread over seed pairs
+    assert len(ax.collections) == 5  # one band per curve: the spread over seed pairs
     unstable = ax.get_lines()[0]
     np.testing.assert_allclose(unstable.get_ydata(), 0.15 + np.array([1, 2, 4, 8, 16, 32, 64]) / 64)
     lo, hi = ax.get_ylim()

@@ -33,7 +33,7 @@ from saelib.predict import latent_features, predict_stability
 from saelib.stability import DEAD, STABLE, UNSTABLE
 from saelib.subspace import group_transfer, ordered_basis, single_threaded, top_subspace_transfer
 
-VERSION = 1
+VERSION = 2
 """Bumped when `paper_tables`' computation or stored format changes (it is in its cache key)."""
 
 SIGN_TEST_ALPHA = 0.05
@@ -76,7 +76,8 @@ class PaperResult(NamedTuple):
 
     transfer: pd.DataFrame
     """One row per (source, target, r): `transfer` (share of the target's unstable decoder energy in the source's
-    top-r unstable subspace), `random_latents`, `random_subspace` (control means), `ceiling` (the target's own top-r
+    top-r unstable subspace), `random_latents` (random in both seeds), `random_source` (as many random latents of s
+    into t's unstable latents), `random_subspace` (control means), `ceiling` (the target's own top-r
     share), `expected_random` (`r / d`), `n_source`, `n_target`."""
     prediction: pd.DataFrame
     """One row per (positive class, model, test seed), `predict.predict_stability`'s columns plus `positive`
@@ -93,6 +94,7 @@ TRANSFER_COLUMNS = [
     "r",
     "transfer",
     "random_latents",
+    "random_source",
     "random_subspace",
     "ceiling",
     "expected_random",
@@ -155,7 +157,7 @@ def transfer_table(
     pairs = seed_pairs(len(directions), anchor, cfg.pairs)
     rows = pd.DataFrame(
         group_transfer(directions, group, alive, ranks, pairs=pairs, n_draws=cfg.n_draws, seed=cfg.seed),
-        columns=["source", "target", "r", "transfer", "random_latents", "random_subspace"],
+        columns=["source", "target", "r", "transfer", "random_latents", "random_source", "random_subspace"],
     )
     ceiling = {}  # the target's own top-r share: the best any r-dimensional subspace can do for it
     for t in sorted(set(rows.target)):
@@ -262,6 +264,7 @@ def paper_tables(
 CURVES = {
     "transfer": "unstable latents",
     "random_latents": "random alive latents",
+    "random_source": "random alive latents into the unstable target",
     "random_subspace": "random subspace",
     "ceiling": "target's own top-r (ceiling)",
 }
@@ -341,6 +344,9 @@ def summary(result: PaperResult, fraction: float = 1 / 20) -> dict[str, float | 
         "transfer_pairs": int(len(at)),
         "transfer_unstable": _stat(at, "transfer"),
         "transfer_latents": _stat(at, "random_latents"),
+        "transfer_source": _stat(at, "random_source"),
+        "transfer_n_beat_source": int((at.transfer > at.random_source).sum()),
+        "transfer_source_sign_p": sign_test(int((at.transfer > at.random_source).sum()), len(at)),
         "transfer_subspace": _stat(at, "random_subspace"),
         "transfer_ceiling": _stat(at, "ceiling"),
         "transfer_expected": _stat(at, "expected_random"),
@@ -370,8 +376,9 @@ REPORTED_F1 = (0.67, 0.73)
 
 
 def _words(s: dict) -> dict[str, str]:
-    """The prose's computed comparisons: `cmp_transfer_latents`, `cmp_f1_frequency` (`above` / `below`, or `not
-    comparable here`), `cmp_f1_reported` (`inside`, `below` or `above` the reported range) and `f1_sentence`."""
+    """The prose's computed comparisons: `cmp_transfer_latents`, `cmp_transfer_source`, `cmp_f1_frequency` (`above` /
+    `below`, or `not comparable here`), `cmp_f1_reported` (`inside`, `below` or `above` the reported range) and
+    `f1_sentence`."""
     missing = "not comparable here"
 
     def word(a: float, b: float) -> str:
@@ -391,6 +398,7 @@ def _words(s: dict) -> dict[str, str]:
         )
     return {
         "cmp_transfer_latents": word(s["transfer_unstable"], s["transfer_latents"]),
+        "cmp_transfer_source": word(s["transfer_unstable"], s["transfer_source"]),
         "cmp_f1_frequency": word(f1, freq),
         "cmp_f1_reported": reported,
         "f1_sentence": sentence,
@@ -444,6 +452,21 @@ def claims(summary: dict[str, float | int | str]) -> list[Claim]:
             PAPER_TRANSFER,
         )
     ]
+    src, beat_src, p_src = (
+        _get(s, "transfer_source"),
+        int(s.get("transfer_n_beat_source", 0)),
+        _get(s, "transfer_source_sign_p"),
+    )
+    rows.append(
+        claim(
+            "... and captures more of the other seed's unstable energy than as many random alive latents do",
+            f"the same share at r = {r}, the same target (seed t's unstable latents): seed s's unstable latents above "
+            f"as many random alive latents of seed s (mean over {n} pairs), and above in more pairs than chance "
+            f"allows (one-sided sign test, p < {SIGN_TEST_ALPHA:g})",
+            f"{a:.3f} vs {src:.3f}; above in {beat_src} of {n} pairs (p = {p_src:.2g})",
+            None if any(math.isnan(x) for x in (a, src, p_src)) else a > src and p_src < SIGN_TEST_ALPHA,
+        )
+    )
     freq, major = _get(s, "f1_frequency"), _get(s, "f1_majority")
     anchor = int(s.get("predict_anchor", 0))
     paper_f1 = f"F1 about 0.67-0.73, positive class not stated {SECONDARY}"

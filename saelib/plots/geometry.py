@@ -274,6 +274,7 @@ def plot_grid_geometry(points: pd.DataFrame, spec: str, axes=None):
 TRANSFER_CURVES = {
     "transfer": ("unstable latents", PALETTE["unstable"], "-o"),
     "random_latents": ("random alive latents (same counts)", SOURCE_PALETTE["subset"], "-s"),
+    "random_source": ("random alive latents of s into t's unstable", SOURCE_PALETTE["subset"], ":D"),
     "random_subspace": ("random r-dim subspace", PALETTE["random"], "-^"),
     "ceiling": ("target's own top-r subspace (ceiling)", "k", "--"),
 }

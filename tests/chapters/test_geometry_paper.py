@@ -47,6 +47,8 @@ def test_transfer_of_identical_seeds_is_one_at_full_rank_and_equals_the_ceiling(
     # random alive latents: between the random subspace and the shared low-rank span
     at = t[t.r == 4]
     assert (at.transfer > at.random_latents).all() and (at.random_latents > at.random_subspace).all()
+    # random latents of s into t's very group: below the group's own subspace, above a random one
+    assert (at.transfer > at.random_source).all() and (at.random_source > at.random_subspace).all()
 
 
 def test_transfer_of_orthogonal_seeds_is_zero_and_ceiling_one_beyond_the_span():
@@ -165,6 +167,9 @@ def _summary(**values):
         "transfer_subspace": 0.05,
         "transfer_n_beat": 8,
         "transfer_sign_p": 0.5**8,
+        "transfer_source": 0.3,
+        "transfer_n_beat_source": 7,
+        "transfer_source_sign_p": 9 * 0.5**8,
         "f1_decoder": 0.7,
         "f1_stats": 0.5,
         "f1_frequency": 0.6,
@@ -176,7 +181,7 @@ def _summary(**values):
 
 def test_claims_flip_with_the_numbers():
     rows = geometry_paper.claims(_summary())
-    transfer, decoder, stats = rows
+    transfer, source, decoder, stats = rows
     assert (
         transfer.verdict == common.HOLDS
         and transfer.ours == "0.400 vs 0.200 vs 0.050; above in 8 of 8 pairs (p = 0.0039)"
@@ -191,8 +196,11 @@ def test_claims_flip_with_the_numbers():
     # above on average, but in too few pairs to tell from chance (5 of 8: p = 0.36)
     few = _summary(transfer_n_beat=5, transfer_sign_p=geometry_paper.sign_test(5, 8))
     assert geometry_paper.claims(few)[0].verdict == common.DOES_NOT_HOLD
-    assert geometry_paper.claims(_summary(f1_decoder=0.55))[1].verdict == common.DOES_NOT_HOLD
-    assert geometry_paper.claims(_summary(f1_frequency=math.nan))[1].verdict == common.NOT_MEASURED
+    assert source.verdict == common.HOLDS and source.ours == "0.400 vs 0.300; above in 7 of 8 pairs (p = 0.035)"
+    assert geometry_paper.claims(_summary(transfer_source=0.45))[1].verdict == common.DOES_NOT_HOLD
+    assert geometry_paper.claims(_summary(transfer_source_sign_p=0.2))[1].verdict == common.DOES_NOT_HOLD
+    assert geometry_paper.claims(_summary(f1_decoder=0.55))[2].verdict == common.DOES_NOT_HOLD
+    assert geometry_paper.claims(_summary(f1_frequency=math.nan))[2].verdict == common.NOT_MEASURED
     assert {c.verdict for c in geometry_paper.claims({})} == {common.NOT_MEASURED}
     words = geometry_paper._words(_summary(f1_decoder=0.68, f1_frequency=0.71))
     assert (words["cmp_f1_frequency"], words["cmp_f1_reported"]) == ("below", "inside")

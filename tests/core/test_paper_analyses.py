@@ -97,6 +97,7 @@ def test_group_drivers_per_seed_and_per_pair():
     for r in at2:
         assert r["transfer"] == pytest.approx(1.0)
         assert r["random_subspace"] < 0.5 and r["random_latents"] < r["transfer"]
+        assert r["random_subspace"] < r["random_source"] < r["transfer"]
 
 
 # --- Masking --------------------------------------------------------------------------------------------------------
