@@ -43,6 +43,9 @@ REMOVED = ("group", "count", "mass")
 METRICS = ("ev_loss", "ce_loss")
 """The losses of a masking cut: explained variance lost, CE-loss score lost."""
 
+REPORTED_FIRING_PCT = {"unstable": 0.18, "stable": 0.44}
+"""The reported firing rates, percent of tokens (secondary source), for the firing-rate figure."""
+
 _POOL = {"complement": "complement", "all": "alive"}
 """The chapter's `control_pool` in `masking.removal_cuts`' words."""
 
@@ -134,9 +137,12 @@ def masking_table(
     return df[df.group != "none"].reset_index(drop=True)
 
 
-def masking_by_cut(table: pd.DataFrame) -> pd.DataFrame:
+def masking_by_cut(table: pd.DataFrame | None) -> pd.DataFrame:
     """Per cut (rows in the table's order): latents and mass share removed (means), and the mean, standard
-    deviation and count over draws and seeds of each of `METRICS` (NaN rows, cuts not spliced, left out)."""
+    deviation and count over draws and seeds of each of `METRICS` (NaN rows, cuts not spliced, left out); empty
+    when the masking was not measured (None)."""
+    if table is None:
+        return pd.DataFrame(columns=["group", "removed", "n_removed", "mass_removed"]).rename_axis("cut")
     g = table.groupby("cut", sort=False)
     out = g[["group", "removed"]].first().join(g[["n_removed", "mass_removed"]].mean())
     for metric in METRICS:
@@ -144,8 +150,11 @@ def masking_by_cut(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def per_seed(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean over draws per (group, removed, seed) of `METRICS`: the points of the masking figure."""
+def per_seed(table: pd.DataFrame | None) -> pd.DataFrame:
+    """Mean over draws per (group, removed, seed) of `METRICS`: the points of the masking figure (empty when the
+    masking was not measured)."""
+    if table is None:
+        return pd.DataFrame(columns=["group", "removed", "seed", *METRICS])
     return table.groupby(["group", "removed", "seed"], sort=False)[list(METRICS)].mean().reset_index()
 
 

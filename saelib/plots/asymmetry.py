@@ -161,6 +161,10 @@ def plot_masking(per_seed: pd.DataFrame, metric: str, ratio: int = 4, ax: Axes |
     """
     ax = axes_or_new(ax, figsize=(6.0, 4.0))
     df = per_seed.dropna(subset=[metric]).copy()
+    if not len(df):  # not measured at this scale (no N, or no seed spliced)
+        ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+        ax.set(xticks=[], yticks=[], ylabel=ylabel or metric)
+        return ax
     df["cut"] = df.group.map({"stable": "remove N stable", "unstable": f"remove {ratio}N unstable"})
     df["subset"] = df.removed.map(_REMOVED)
     order = ["remove N stable", f"remove {ratio}N unstable"]

@@ -230,3 +230,18 @@ def test_ce_seeds_follow_the_study():
         _study(mask_n=0)
     with pytest.raises(ValueError, match="mask_draws"):
         _study(mask_draws=0)
+
+
+def test_tables_and_figure_when_not_measured():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from saelib import plots
+
+    assert len(paper.masking_by_cut(None)) == 0 and len(paper.per_seed(None)) == 0
+    axes = plots.asymmetry.figure_masking(paper.per_seed(None))
+    assert axes[0].texts[0].get_text() == "not measured"
+    sae, x, _, label = _planted()
+    table, _, _ = _run(_study(mask_draws=2, ce_control_draws=1), sae, x, label)
+    axes = plots.asymmetry.figure_masking(paper.per_seed(table))
+    assert len(axes[0].patches) >= 6 and not axes[0].texts  # bars drawn: 2 groups x 3 removed sets
