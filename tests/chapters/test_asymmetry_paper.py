@@ -245,3 +245,21 @@ def test_tables_and_figure_when_not_measured():
     table, _, _ = _run(_study(mask_draws=2, ce_control_draws=1), sae, x, label)
     axes = plots.asymmetry.figure_masking(paper.per_seed(table))
     assert len(axes[0].patches) >= 6 and not axes[0].texts  # bars drawn: 2 groups x 3 removed sets
+
+
+def test_firing_ecdf_marks_our_medians_and_the_reported_rates():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from saelib import plots
+
+    latents = pd.DataFrame(
+        {
+            "label": ["stable"] * 3 + ["unstable"] * 3 + ["intermediate"],
+            "frequency": [0.004, 0.005, 0.006, 0.001, 0.002, 0.003, 0.5],
+        }
+    )
+    ax = plots.asymmetry.plot_firing_ecdf(latents, reported=paper.REPORTED_FIRING_PCT)
+    xs = sorted(round(float(line.get_xdata()[0]), 6) for line in ax.lines if line.get_linestyle() in ("--", ":"))
+    assert xs == [0.18, 0.2, 0.44, 0.5]  # medians 0.2% and 0.5%, reported 0.18% and 0.44%
+    assert ax.get_xscale() == "log"
