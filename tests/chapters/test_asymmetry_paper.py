@@ -106,7 +106,12 @@ def test_masking_on_a_planted_sae_stable_costs_more_with_the_known_answer():
     assert rows["explained variance"].verdict == common.HOLDS
     # The stand-in CE score loses more for 12 latents than for 3, whatever they are: the CE row does not hold.
     assert rows["CE-loss score"].verdict == common.DOES_NOT_HOLD
-    assert all("(reported, secondary source)" in r.paper for r in rows.values())
+    assert "(reported, secondary source)" in rows["explained variance"].paper
+    assert rows["CE-loss score"].paper == common.NOT_REPORTED  # the reported result is about explained variance
+    # The reading sentence compares each group with its mass-matched control, in the direction computed.
+    ev_word = "more" if s["mask_ev_loss_stable"] > s["mask_ev_loss_mass_stable"] else "less"
+    assert s["mask_reading"].startswith("Against random latents of the same activation mass, the N stable latents cost")
+    assert f"{ev_word} explained variance ({s['mask_ev_loss_stable']:.3g} against" in s["mask_reading"]
 
 
 def test_masking_verdict_flips_when_the_unstable_latents_carry_the_variance():
@@ -148,6 +153,7 @@ def test_masking_not_measured_without_enough_latents_and_one_schema():
     full = paper.summary(_run(_study(), *_planted()[:2], _planted()[3])[0], None, None, _study())
     assert set(s) == set(full) and s["mask_n"] == 0 and math.isnan(s["mask_ev_loss_stable"])
     assert all(r.verdict == common.NOT_MEASURED for r in paper.claims(s))
+    assert "not measured" in s["mask_reading"] and s["firing_reading"] == ""
 
 
 def test_masking_table_validates_shapes():
@@ -179,8 +185,14 @@ def test_firing_and_explanation_shares_in_summary_and_claims():
     freq = [r for r in rows if "mean firing" in r.criterion][0]
     assert freq.verdict == common.HOLDS and "0.18%" in freq.paper
     assert freq.ours == "stable 0.44%, unstable 0.18% of tokens"
+    assert s["firing_reading"] == (
+        "Within each group, the unstable latents' mean is 1.8 times their median and the stable latents' mean is 0.9 "
+        "times their median (a heavy tail: a few latents fire on many tokens)."
+    )
     word = [r for r in rows if '"substring"' in r.criterion][0]
     assert word.verdict == common.HOLDS and "38.9%" in word.paper
+    even = paper.summary(None, {k: v | {"mean": v["median"]} for k, v in firing.items()}, None, _study())
+    assert "heavy tail" not in even["firing_reading"] and "mean is 1.0 times" in even["firing_reading"]
     # Without explanations (no endpoint): not measured, and the row says what stands in.
     none = [r for r in paper.claims(paper.summary(None, firing, None, _study())) if "explanations" in r.criterion]
     assert len(none) == 2 and all(r.verdict == common.NOT_MEASURED and "top-token share" in r.ours for r in none)
