@@ -32,9 +32,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from saelib import metrics
+from saelib import masking, metrics
 from saelib.cache import cached_result
-from saelib.chapters import common, grid
+from saelib.chapters import asymmetry_paper, common, grid
+from saelib.chapters.asymmetry_paper import PAPER_FREQUENCY, PAPER_SUBSTRING
+from saelib.chapters.asymmetry_paper import SECONDARY as SECONDARY  # the marker of reported numbers, re-exported
 from saelib.chapters.grid import FeatureSplit, GridEntry, GridStudy
 from saelib.config import check_positive
 from saelib.lm import explainer, interp, splice
@@ -94,6 +96,15 @@ class AsymmetryStudy:
     """Latents per label whose top contexts are shown (seed 0)."""
     explain_per_bin: int = 5
     """Latents per label (stable, unstable) explained and scored, when an explainer endpoint is configured."""
+    mask_ratio: int = 4
+    """The paper's masking: unstable latents removed per stable one (`masking.removal_cuts`)."""
+    mask_n: int | None = None
+    """N, the stable latents removed per seed (None: `masking.largest_n`, the most every seed allows)."""
+    mask_draws: int = 5
+    """Random draws of each masking cut and of its count- and mass-matched controls (explained variance); the first
+    `ce_control_draws` of them are spliced into the model."""
+    mask_ce_seeds: int | None = 2
+    """Seeds (the first ones) whose masking cuts are spliced into the model for CE (None: all)."""
     seed: int = 0
     """Seed of every random draw of the chapter."""
 
@@ -109,7 +120,14 @@ class AsymmetryStudy:
             n_random=self.n_random,
             n_examples=self.n_examples,
             explain_per_bin=self.explain_per_bin,
+            mask_ratio=self.mask_ratio,
+            mask_draws=self.mask_draws,
         )
+        for name in ("mask_n", "mask_ce_seeds"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"AsymmetryStudy.{name}={getattr(self, name)} must be None or >= 1")
+        if self.ce_control_draws > self.mask_draws:
+            raise ValueError(f"AsymmetryStudy.ce_control_draws={self.ce_control_draws} must be <= mask_draws")
         if not 1 <= self.ce_control_draws <= self.control_draws:
             raise ValueError(f"AsymmetryStudy.ce_control_draws={self.ce_control_draws} must lie in [1, control_draws]")
         if not 0 < self.mass_tolerance < 1:
@@ -132,6 +150,8 @@ _SCALES: dict[str, dict] = {
         top_max_tokens=None,
         n_random=100,
         explain_per_bin=1,
+        mask_draws=2,
+        mask_ce_seeds=None,
     ),
     "default": {},
     "gpu": dict(
@@ -143,6 +163,8 @@ _SCALES: dict[str, dict] = {
         top_max_tokens=None,
         interp_seeds=5,
         explain_per_bin=25,
+        mask_draws=10,
+        mask_ce_seeds=5,
     ),
     "paper": dict(
         control_draws=20,
@@ -153,6 +175,8 @@ _SCALES: dict[str, dict] = {
         top_max_tokens=None,
         interp_seeds=5,
         explain_per_bin=50,
+        mask_draws=20,
+        mask_ce_seeds=None,
     ),
 }
 """Each scale's budgets (fields not named keep `AsymmetryStudy`'s defaults, the `default` scale's)."""
@@ -171,6 +195,16 @@ def _preset(scale: str, device: str) -> AsymmetryStudy:
 def asymmetry_key(grid_study: GridStudy, entry: GridEntry, **params) -> dict:
     """Cache key of one chapter-2 step on a grid point: the grid point's own key (its SAEs and split) and `params`."""
     return {"grid": grid.score_key(grid_study, entry), "params": params, "version": VERSION}
+
+
+def cut_params(study: AsymmetryStudy) -> dict:
+    """Every field of `study` that changes `feature_cuts`' masks, for the keys of the results measured on them."""
+    return {
+        "control_draws": study.control_draws,
+        "mass_tolerance": study.mass_tolerance,
+        "control_pool": study.control_pool,
+        "seed": study.seed,
+    }
 
 
 # --- Cuts and their random controls -----------------------------------------------------------------------------
@@ -547,6 +581,10 @@ class AsymmetryResult(NamedTuple):
     """One row per explained latent (`explainer.explain_and_score` plus `label`); empty without an endpoint."""
     explainer: str | None
     """The explainer's model name; None when no endpoint was configured."""
+    masking: pd.DataFrame | None = None
+    """The paper's masking, one row per (cut, seed) (`asymmetry_paper.masking_table`); None when not measured."""
+    firing: dict | None = None
+    """`masking.firing_rate_summary` of the stable and unstable latents (all seeds); None when not measured."""
 
 
 def run(study: AsymmetryStudy, *, progress: bool = False) -> AsymmetryResult:
@@ -588,6 +626,7 @@ def run(study: AsymmetryStudy, *, progress: bool = False) -> AsymmetryResult:
         lambda: metrics.masked_explained_variance(sae, x_eval(), cuts.masks),
         step="ev",
         cuts=cuts.table.to_dict("list"),
+        **cut_params(study),
     )
     eval_contexts = store.eval.contexts()
     ce_contexts = eval_contexts[: g.n_ce_contexts, : study.ce_context_len]
@@ -602,8 +641,21 @@ def run(study: AsymmetryStudy, *, progress: bool = False) -> AsymmetryResult:
         cuts=cuts.table.iloc[ce_rows].to_dict("list"),
         seeds=ce_seeds,
         context_len=study.ce_context_len,
+        **cut_params(study),
     )
     table = cut_table(cuts.table, ev.masked, ce, ce_rows)
+
+    # The paper's masking (N stable vs ratio * N unstable latents removed) and firing rates: `asymmetry_paper`.
+    mask_rows = asymmetry_paper.run_masking(
+        study,
+        sae,
+        x_eval,
+        split.label,
+        stats.mass.cpu(),
+        cached,
+        functools.partial(splice.masked_spliced_ce, lm, ce_contexts, sae, layer=layer, hook=hook, progress=progress),
+        context_len=study.ce_context_len,
+    )
 
     # Single-latent ablations of seed 0, sampled per stability level.
     sample = sample_per_bin(split.stability[0].numpy(), study.marginal_per_bin, np.random.default_rng(study.seed))
@@ -628,7 +680,13 @@ def run(study: AsymmetryStudy, *, progress: bool = False) -> AsymmetryResult:
         )
 
     effects = cached(
-        "marginal", ablations, step="marginal", features=features, n=study.marginal_contexts, context_len=ctx_len
+        "marginal",
+        ablations,
+        step="marginal",
+        features=features,
+        n=study.marginal_contexts,
+        context_len=ctx_len,
+        seed=study.seed,
     )
     marginal = marginal_table(effects, latents, seed=0)
 
@@ -705,6 +763,8 @@ def run(study: AsymmetryStudy, *, progress: bool = False) -> AsymmetryResult:
         examples=examples,
         explanations=explanations,
         explainer=None if ecfg is None else ecfg.model,
+        masking=mask_rows,
+        firing=masking.firing_rate_summary(stats.frequency.cpu(), split.label.cpu()),
     )
 
 
@@ -807,6 +867,7 @@ def summary(result: AsymmetryResult) -> dict[str, float | int | str]:
     out |= table_summary(
         result.cuts, result.latents, result.marginal, result.triggers, result.explanations if explained else None
     )
+    out |= asymmetry_paper.summary(result.masking, result.firing, result.explanations if explained else None, st)
     for name in LABELS:  # one schema with or without an endpoint
         out[f"frequency_median_pct_{name}"] = 100 * out.get(f"frequency_median_{name}", math.nan)
         out.setdefault(f"detection_{name}", math.nan)
@@ -834,14 +895,6 @@ def summary(result: AsymmetryResult) -> dict[str, float | int | str]:
     }
 
 
-SECONDARY = "(reported, secondary source)"
-"""How a number the paper reports, as read by a third party, is marked in the claims table."""
-
-PAPER_FREQUENCY = f"unstable about 0.18% vs stable about 0.44% of tokens {SECONDARY}"
-PAPER_MASKING = f"masking 4N unstable latents costs little explained variance, masking N stable ones much {SECONDARY}"
-PAPER_SUBSTRING = f'"substring" in 38.9% of unstable vs 11.3% of stable latents\' explanations {SECONDARY}'
-
-
 def _pair(stable: float, unstable: float, fmt: str = "{:.3g}") -> str:
     """`stable <value>, unstable <value>`, `n/a` for a value not measured."""
     shown = ["n/a" if not math.isfinite(v) else fmt.format(v) for v in (stable, unstable)]
@@ -853,7 +906,9 @@ def claims(summary: dict) -> list[common.Claim]:
 
     A part is `not measured` when one of its two numbers is NaN (e.g. the explanations without an endpoint) or when
     its stable or unstable group is empty (`share_*` of 0). The `paper` column quotes the paper's reported number
-    where a secondary source gives one (firing frequency, masking, "substring" in explanations).
+    where a secondary source gives one (firing frequency, "substring" in explanations). The paper's own analyses
+    (masking N stable vs 4N unstable latents, mean firing rates, keyword shares of explanations) follow, from
+    `asymmetry_paper.claims`.
     """
     g = summary.get
     nan = math.nan
@@ -868,7 +923,7 @@ def claims(summary: dict) -> list[common.Claim]:
     def diff(a, b):
         return g(a, nan) - g(b, nan)
 
-    return [
+    rows = [
         row(
             "Stable latents carry more of the reconstruction than unstable ones.",
             "explained variance keeping only the group: stable > unstable",
@@ -890,7 +945,6 @@ def claims(summary: dict) -> list[common.Claim]:
             diff("ev_full", "ev_remove_stable"),
             diff("ev_full", "ev_remove_unstable"),
             True,
-            PAPER_MASKING,
         ),
         row(
             "Stable latents carry more of the prediction signal than unstable ones.",
@@ -939,3 +993,8 @@ def claims(summary: dict) -> list[common.Claim]:
             PAPER_SUBSTRING,
         ),
     ]
+    if g("explained_n_stable", 0) + g("explained_n_unstable", 0) == 0:  # no explanations: say why, and what stands in
+        rows[-1] = rows[-1]._replace(
+            ours=f"{rows[-1].ours} (not measured: no explainer endpoint; the top-token share row stands in)"
+        )
+    return rows + asymmetry_paper.claims(summary)

@@ -144,3 +144,63 @@ def figure_triggers(triggers: pd.DataFrame, axes=None) -> np.ndarray:
     )
     plot_by_stability_label(triggers, "entropy_bits", ax=axes[1], log=False, ylabel="entropy of trigger tokens (bits)")
     return axes
+
+
+# --- The paper's analyses (`chapters.asymmetry_paper`) -------------------------------------------------------------
+
+_REMOVED = {"group": "the group", "count": "count-matched random", "mass": "mass-matched random"}
+
+
+def plot_masking(per_seed: pd.DataFrame, metric: str, ratio: int = 4, ax: Axes | None = None, ylabel=None) -> Axes:
+    """What removing N stable latents and `ratio * N` unstable ones costs, beside random latents of the same count
+    and of the same activation mass: bars are means over seeds, points the seeds (each a mean over draws).
+
+    Args:
+        per_seed: `asymmetry_paper.per_seed(table)`: `group`, `removed`, `seed` and the `metric` column.
+        metric: `ev_loss` or `ce_loss`.
+    """
+    ax = axes_or_new(ax, figsize=(6.0, 4.0))
+    df = per_seed.dropna(subset=[metric]).copy()
+    if not len(df):  # not measured at this scale (no N, or no seed spliced)
+        ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+        ax.set(xticks=[], yticks=[], ylabel=ylabel or metric)
+        return ax
+    df["cut"] = df.group.map({"stable": "remove N stable", "unstable": f"remove {ratio}N unstable"})
+    df["subset"] = df.removed.map(_REMOVED)
+    order = ["remove N stable", f"remove {ratio}N unstable"]
+    hue_order = list(_REMOVED.values())
+    palette = {"the group": PALETTE["stable"], "count-matched random": "#bbbbbb", "mass-matched random": "#666666"}
+    common = dict(x="cut", y=metric, hue="subset", order=order, hue_order=hue_order, ax=ax)
+    sns.barplot(df, palette=palette, errorbar=None, **common)
+    sns.stripplot(df, palette={k: "k" for k in hue_order}, dodge=True, size=3.5, legend=False, **common)
+    ax.axhline(0, c="k", lw=0.6)
+    ax.set(xlabel="", ylabel=ylabel or metric)
+    ax.legend(fontsize="small", title=None, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
+    return ax
+
+
+def figure_masking(per_seed: pd.DataFrame, ratio: int = 4, axes=None) -> np.ndarray:
+    """Explained variance lost (left) and CE-loss score lost (right) by the paper's masking and its controls."""
+    axes = _panels(2, (12, 4.2), axes)
+    plot_masking(per_seed, "ev_loss", ratio, ax=axes[0], ylabel="explained variance lost")
+    plot_masking(per_seed, "ce_loss", ratio, ax=axes[1], ylabel="CE-loss score lost")
+    return axes
+
+
+def plot_firing_ecdf(latents: pd.DataFrame, reported: dict[str, float] | None = None, ax: Axes | None = None) -> Axes:
+    """Empirical CDF of the firing rate (percent of tokens, log axis) of stable and unstable latents, their medians
+    (dashed) and, when given, the reported rates (dotted, `{label: percent}`)."""
+    ax = axes_or_new(ax, figsize=(6.0, 4.0))
+    d = latents[latents.label.isin(["stable", "unstable"]) & (latents.frequency > 0)]
+    d = d.assign(rate=100 * d.frequency)
+    for lab in ("unstable", "stable"):
+        part = d[d.label == lab]
+        if not len(part):
+            continue
+        sns.ecdfplot(part, x="rate", color=PALETTE[lab], label=f"{lab} (n = {len(part)})", ax=ax)
+        ax.axvline(float(part.rate.median()), c=PALETTE[lab], ls="--", lw=1)
+        if reported and lab in reported:
+            ax.axvline(reported[lab], c=PALETTE[lab], ls=":", lw=1.5)
+    ax.set(xscale="log", xlabel="firing rate (% of tokens)", ylabel="share of latents at or below")
+    ax.legend(fontsize="small")
+    return ax

@@ -306,7 +306,7 @@ def test_table_summary_and_claims_on_known_numbers():
     assert s["mass_share_stable"] == 0.7 and s["mass_share_median_stable"] == pytest.approx(0.45)
     assert s["top_share_stable"] == 0.2 and s["trigger_n_stable"] == 1  # the NaN row has too few activations
     rows = asymmetry.claims(s)
-    assert common.claims_frame(rows).shape == (9, 5)
+    assert common.claims_frame(rows).shape == (9 + 5, 5)  # the chapter's rows, then the paper's analyses
     assert {r.verdict for r in rows[:8]} == {common.HOLDS}  # the hand-built numbers favour every part
     by = _by_claim(rows)
     assert by["Unstable latents are low-frequency."].ours == "stable 0.5% of tokens, unstable 0.1% of tokens"
@@ -331,12 +331,15 @@ def test_claims_paper_column_and_empty_groups():
     s = asymmetry.table_summary(_cuts(), _latents(), _marginal(), _triggers())
     rows = asymmetry.claims(s)
     reported = [r for r in rows if r.paper != common.NOT_REPORTED]
-    assert len(reported) == 3 and all("(reported, secondary source)" in r.paper for r in reported)
+    assert len(reported) == 5 and all("(reported, secondary source)" in r.paper for r in reported)
     assert "0.18%" in _by_claim(rows)["Unstable latents are low-frequency."].paper
-    assert "38.9%" in rows[8].paper and "4N" in rows[2].paper
+    assert "38.9%" in rows[8].paper and rows[2].paper == common.NOT_REPORTED  # removing all of a group: not the paper's
+    assert "4N" in rows[9].paper  # the paper's masking: N stable vs 4N unstable, reported for explained variance
+    assert rows[10].paper == common.NOT_REPORTED  # no CE number or direction is reported
+    assert "(not measured: no explainer endpoint" in rows[8].ours and rows[8].verdict == common.NOT_MEASURED
     no_stable = asymmetry.claims(s | {"share_stable": 0.0})  # an empty group tests nothing
     assert {r.verdict for r in no_stable} == {common.NOT_MEASURED}
-    assert all(r.ours.startswith("stable n/a, ") for r in no_stable)
+    assert all(r.ours.startswith("stable n/a, ") for r in no_stable[:9])
     assert no_stable[0].ours == "stable n/a, unstable 0.05"  # the group that exists is still shown
 
 
@@ -547,7 +550,7 @@ def _tiny_study(folder, **kw) -> AsymmetryStudy:
 
 @pytest.mark.slow
 def test_run_end_to_end_on_a_tiny_grid_and_from_the_cache(tiny_folder, monkeypatch):
-    from saelib import metrics
+    from saelib import masking, metrics
     from saelib.lm import interp
 
     monkeypatch.delenv("SAELIB_EXPLAINER_BASE_URL", raising=False)
@@ -576,10 +579,16 @@ def test_run_end_to_end_on_a_tiny_grid_and_from_the_cache(tiny_folder, monkeypat
     assert all(type(v) in (int, float, str) for v in s.values()) and s["n_seeds"] == study.grid.reference_seeds
     verdicts = [r.verdict for r in asymmetry.claims(s)]
     assert set(verdicts) <= set(common.VERDICTS) and verdicts[8] == common.NOT_MEASURED
+    # No stable latent in this tiny grid: the paper's masking is not measured (its rows say so), firing rates are.
+    assert not (split.label == STABLE).any() and result.masking is None and s["mask_n"] == 0
+    assert verdicts[9] == verdicts[10] == common.NOT_MEASURED
+    assert result.firing is not None and result.firing["unstable"]["n"] == int((split.label == UNSTABLE).sum())
+    assert s["firing_median_pct_unstable"] == pytest.approx(s["frequency_median_pct_unstable"])  # two routes
     # A second run reads every step from the cache.
     for mod, fn in (
         (metrics, "feature_activation_stats"),
         (metrics, "masked_explained_variance"),
+        (masking, "masking_effects"),
         (splice, "masked_spliced_ce"),
         (asymmetry, "feature_ablation_effects"),
         (interp, "top_activations"),
@@ -588,3 +597,39 @@ def test_run_end_to_end_on_a_tiny_grid_and_from_the_cache(tiny_folder, monkeypat
     again = asymmetry.run(study)
     pd.testing.assert_frame_equal(again.cuts, result.cuts)
     pd.testing.assert_frame_equal(again.marginal, result.marginal)
+
+
+@pytest.mark.slow
+def test_run_measures_the_papers_masking_when_both_groups_exist(tiny_folder, monkeypatch):
+    """The tiny grid has no stable latent; relabel a few alive latents of every seed stable so that N >= 1."""
+    monkeypatch.delenv("SAELIB_EXPLAINER_BASE_URL", raising=False)
+    load_split = grid.load_split
+
+    def relabelled(*args, **kwargs):
+        split = load_split(*args, **kwargs)
+        label = split.label.clone()
+        alive = (label != DEAD).nonzero()
+        for s in range(label.shape[0]):
+            label[s, alive[alive[:, 0] == s, 1][:3]] = STABLE
+        return split._replace(label=label)
+
+    monkeypatch.setattr(grid, "load_split", relabelled)
+    study = _tiny_study(tiny_folder, seed=3, mask_draws=2, mask_ce_seeds=2)
+    result = asymmetry.run(study)
+    label = result.split.label
+    S = label.shape[0]
+    mk = result.masking
+    assert mk is not None and len(mk) == 2 * 3 * study.mask_draws * S
+    s = asymmetry.summary(result)
+    assert s["mask_n"] == 3 and s["mask_n_unstable"] == 12 and s["mask_ce_seeds"] == "0, 1"
+    # EV on every seed and draw; CE on the first ce_control_draws draws of the first mask_ce_seeds seeds.
+    assert mk.ev_loss.notna().all()
+    assert mk.ce_loss.notna().eq((mk.draw < study.ce_control_draws) & (mk.seed < 2)).all()
+    assert (mk[(mk.group == "stable") & (mk.removed == "group")].n_removed == 3).all()
+    # Removing every stable latent (N = 3 of 3) loses what the chapter's own "remove stable" cut loses.
+    full, removed = result.cuts.set_index("cut").ev[["full SAE", "remove stable"]]
+    stable = mk[(mk.group == "stable") & (mk.removed == "group")]
+    assert stable.ev_loss.mean() == pytest.approx(full - removed, abs=1e-5)
+    verdicts = [r.verdict for r in asymmetry.claims(s)]
+    assert verdicts[9] != common.NOT_MEASURED and verdicts[10] != common.NOT_MEASURED
+    assert result.firing is not None and result.firing["stable"]["n"] == 3 * S
