@@ -297,10 +297,11 @@ def load_stack(paths: Sequence[str | Path], device: str | torch.device = "cpu") 
         device: where the stack lives.
     """
     saes = read_saes(paths)
-    return _stack(saes, device)
+    return stack_saes(saes, device)
 
 
-def _stack(saes: Sequence[ExternalSAE], device: str | torch.device = "cpu") -> SAE:
+def stack_saes(saes: Sequence[ExternalSAE], device: str | torch.device = "cpu") -> SAE:
+    """Already-read SAEs as one stack (what `load_stack` returns; for a caller that also wants their sources)."""
     ks = {s.k for s in saes}
     k = next(iter(ks)) if len(ks) == 1 else None
     variant = "topk" if isinstance(k, int) and 1 <= k <= saes[0].d_sae else "relu"
