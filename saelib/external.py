@@ -13,8 +13,9 @@
 
 Memory: the S decoders and encoders `(S, d_sae, d_in)` in float32 plus one block of `chunk_size x chunk_size` cosines
 (tiled over both seeds' latents) and `(S, S, d_sae)` all-pairs maxima; never an `S x S x d_sae x d_sae` array. The
-Hungarian matchings of `pair_scores` are the exception: `linear_sum_assignment` needs a pair's whole `d_sae x d_sae`
-cost matrix (`--no-all-pairs` does not skip them; on CPU they are the slow part at large d_sae).
+Hungarian matchings of `pair_scores` match densely (a pair's whole `d_sae x d_sae` cost matrix) only up to
+`matching.SPARSE_MATCH_ABOVE` latents; above, on a k-nearest-neighbour graph built in blocks of 1024 x 4096 cosines
+(`--no-all-pairs` does not skip them; on CPU they are the slow part at large d_sae).
 """
 
 from __future__ import annotations
