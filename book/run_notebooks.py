@@ -1,6 +1,7 @@
 """Execute the book's notebooks with papermill, showing what each chapter is doing, and end with a timing table.
 
     python book/run_notebooks.py --scale default --device auto notebooks/01_stability.py notebooks/02_asymmetry.py
+    python book/run_notebooks.py notebooks/01_stability.py -p SAE_PATHS '["runs/seed*/"]'   # chapter 1 on your SAEs
 
 For each notebook: a header with the chapter, its number and the time the previous run of it took (the ETA), then
 the library's own progress as it happens (the kernel's stderr, streamed: `building <artifact>` for each cached step
@@ -80,7 +81,26 @@ def ipython_dir(folder: Path) -> Path:
     return folder
 
 
-def execute(path: Path, scale: str, device: str, build: Path, executed: Path) -> None:
+def parse_parameters(pairs: list[list[str]] | None) -> dict:
+    """`-p NAME VALUE` pairs as notebook parameters: each VALUE read as JSON where it is JSON (`'["a", "b"]'`, `3`,
+    `null`), else kept as the string it is.
+
+    Args:
+        pairs: `[[name, value], ...]` from argparse, or None.
+
+    Returns:
+        `{name: value}`.
+    """
+    out = {}
+    for name, value in pairs or []:
+        try:
+            out[name] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name] = value
+    return out
+
+
+def execute(path: Path, scale: str, device: str, build: Path, executed: Path, parameters: dict | None = None) -> None:
     """Convert one Jupytext notebook to .ipynb and execute it with papermill, streaming its stderr to ours.
 
     Args:
@@ -89,6 +109,7 @@ def execute(path: Path, scale: str, device: str, build: Path, executed: Path) ->
         device: its DEVICE parameter.
         build: folder for the unexecuted .ipynb.
         executed: folder for the executed .ipynb (the book reads it).
+        parameters: further notebook parameters (e.g. `{"SAE_PATHS": [...]}`).
     """
     nb = jupytext.read(path)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -97,7 +118,7 @@ def execute(path: Path, scale: str, device: str, build: Path, executed: Path) ->
     papermill.execute_notebook(
         str(src),
         str(executed / src.name),
-        parameters={"SCALE": scale, "DEVICE": device},
+        parameters={"SCALE": scale, "DEVICE": device, **(parameters or {})},
         kernel_name="python3",
         progress_bar=False,
         stderr_file=sys.stderr,
@@ -113,6 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--build", type=Path, default=ROOT / "build")
     parser.add_argument("--executed", type=Path, default=ROOT / "book" / "executed")
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="a notebook parameter, VALUE as JSON where it parses (e.g. -p SAE_PATHS '[\"runs/seed*/\"]')",
+    )
     args = parser.parse_args(argv)
     args.build.mkdir(parents=True, exist_ok=True)
     args.executed.mkdir(parents=True, exist_ok=True)
@@ -129,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n=== chapter {i}/{n}: {path.stem} (SCALE={args.scale}{hint}) ===", file=sys.stderr, flush=True)
             start = time.perf_counter()
             try:
-                execute(path, args.scale, args.device, args.build, args.executed)
+                execute(path, args.scale, args.device, args.build, args.executed, parse_parameters(args.parameter))
             except Exception as e:  # papermill's error names the failing cell; show it after the table
                 rows.append((path.stem, "FAILED", time.perf_counter() - start))
                 print(f"\n{timing_table(rows)}\n\n{path.stem} failed: {e}", file=sys.stderr, flush=True)

@@ -26,6 +26,7 @@
 SCALE = "default"  # smoke | default | gpu | paper
 DEVICE = "auto"  # auto | cpu | cuda
 COMPARE_K = None  # also train the reference grid point at this k (None: the scale's, 32 on CPU; 0: skip)
+SAE_PATHS = None  # your SAEs instead (folders or globs, any format saelib.external reads): weight-only sections
 
 # %% tags=["remove-cell"]
 import matplotlib.pyplot as plt
@@ -35,14 +36,25 @@ from myst_nb import glue
 from saelib import plots
 from saelib.chapters import common
 from saelib.chapters import stability as chapter
+from saelib.chapters import stability_external as external_chapter
 
 plots.set_theme()
 pd.set_option("display.max_colwidth", None)
 pd.set_option("display.precision", 3)
 study = chapter.study(SCALE, DEVICE, compare_k=COMPARE_K)
-result = chapter.run(study)
-for key, value in chapter.summary(result).items():
+if SAE_PATHS:  # chapter 1 on the user's SAEs: what their weights give; the rest reads nan / n/a
+    result = external_chapter.run(SAE_PATHS, study)
+    summary = external_chapter.summary(result)
+    claims = external_chapter.claims(summary)
+else:
+    result = chapter.run(study)
+    summary = chapter.summary(result)
+    claims = chapter.claims(summary)
+for key, value in summary.items():
     glue(key, value, display=False)
+
+# %% tags=["remove-input"]
+external_chapter.note(result) if SAE_PATHS else None
 
 # %% [markdown]
 # ## The estimator
@@ -90,11 +102,14 @@ result.table
 # {glue:text}`ce_min:.2f`-{glue:text}`ce_max:.2f`.
 
 # %% tags=["remove-cell"]
-fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-plots.stability.plot_grid_stability(result.table, "mean_stability", ax=axes[0])
-plots.stability.plot_grid_stability(result.table, "stable_share", null=None, ax=axes[1])
-plots.stability.plot_grid_stability(result.table, "unstable_share", null=None, ax=axes[2])
-fig.tight_layout()
+if SAE_PATHS:
+    fig = external_chapter.skipped_figure(external_chapter.SKIPPED_TABLES["table"])
+else:
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    plots.stability.plot_grid_stability(result.table, "mean_stability", ax=axes[0])
+    plots.stability.plot_grid_stability(result.table, "stable_share", null=None, ax=axes[1])
+    plots.stability.plot_grid_stability(result.table, "unstable_share", null=None, ax=axes[2])
+    fig.tight_layout()
 glue("fig_stability_grid", fig, display=False)
 plt.close()
 
@@ -118,8 +133,11 @@ plt.close()
 # {glue:text}`n_seeds` of the reference SAEs), so that the endpoint shares compare like with like.
 
 # %% tags=["remove-cell"]
-axes = plots.stability.plot_budget_curve(result.curve, result.curve_fit)
-plt.gcf().tight_layout()
+if SAE_PATHS:
+    external_chapter.skipped_figure(external_chapter.SKIPPED_TABLES["curve"])
+else:
+    axes = plots.stability.plot_budget_curve(result.curve, result.curve_fit)
+    plt.gcf().tight_layout()
 glue("fig_stability_budget", plt.gcf(), display=False)
 plt.close()
 
@@ -164,7 +182,7 @@ result.curve
 
 # %% tags=["remove-cell"]
 ax = plots.stability.plot_stability_distribution(result.split.stability, result.split.label, result.null.null_stability)
-_ = ax.set_title(f"{result.reference.name}, {study.grid.reference_seeds} seeds, {study.grid.budgets[-1]:,} tokens")
+_ = ax.set_title(f"{summary['ref_name']}, {summary['ref_seeds']} seeds, {summary['ref_tokens']} tokens")
 glue("fig_stability_distribution", plt.gcf(), display=False)
 plt.close()
 
@@ -241,7 +259,10 @@ plt.close()
 # ## Stability against feature frequency
 
 # %% tags=["remove-cell"]
-ax = plots.stability.plot_stability_vs_frequency(result.latents)
+if SAE_PATHS:
+    external_chapter.skipped_figure("the SAEs' activations on tokens (firing frequency)")
+else:
+    ax = plots.stability.plot_stability_vs_frequency(result.latents)
 glue("fig_stability_frequency", plt.gcf(), display=False)
 plt.close()
 
@@ -315,7 +336,7 @@ result.counts
 # and whether it holds at this scale.
 
 # %%
-common.show_claims(common.claims_frame(chapter.claims(chapter.summary(result))))
+common.show_claims(common.claims_frame(claims))
 
 # %% [markdown]
 # **Table 9.** Computed verdicts, on the reference SAEs. At the default scale the SAEs are small and trained on

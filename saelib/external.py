@@ -11,8 +11,11 @@
   a report folder (features table, summary.json, labels.safetensors, sweeps, and report.html rendered by papermill
   and nbconvert from `saelib/reports/stability_report.py`).
 
-Memory: the S decoders and encoders `(S, d_sae, d_in)` in float32 plus blocks of `chunk_size x d_sae` cosines and
-`(S, S, d_sae)` all-pairs maxima; never an `S x S x d_sae x d_sae` array.
+Memory: the S decoders and encoders `(S, d_sae, d_in)` in float32 plus one block of `chunk_size x chunk_size` cosines
+(tiled over both seeds' latents) and `(S, S, d_sae)` all-pairs maxima; never an `S x S x d_sae x d_sae` array. The
+Hungarian matchings of `pair_scores` match densely (a pair's whole `d_sae x d_sae` cost matrix) only up to
+`matching.SPARSE_MATCH_ABOVE` latents; above, on a k-nearest-neighbour graph built in blocks of 1024 x 4096 cosines
+(`--no-all-pairs` does not skip them; on CPU they are the slow part at large d_sae).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from saelib.stability import (
     LABEL_NAMES,
     STABLE,
     UNSTABLE,
+    blockwise_row_max,
     cross_seed_max_cosine,
     endpoint_labels,
     null_sae,
@@ -294,10 +298,11 @@ def load_stack(paths: Sequence[str | Path], device: str | torch.device = "cpu") 
         device: where the stack lives.
     """
     saes = read_saes(paths)
-    return _stack(saes, device)
+    return stack_saes(saes, device)
 
 
-def _stack(saes: Sequence[ExternalSAE], device: str | torch.device = "cpu") -> SAE:
+def stack_saes(saes: Sequence[ExternalSAE], device: str | torch.device = "cpu") -> SAE:
+    """Already-read SAEs as one stack (what `load_stack` returns; for a caller that also wants their sources)."""
     ks = {s.k for s in saes}
     k = next(iter(ks)) if len(ks) == 1 else None
     variant = "topk" if isinstance(k, int) and 1 <= k <= saes[0].d_sae else "relu"
@@ -314,14 +319,21 @@ def _stack(saes: Sequence[ExternalSAE], device: str | torch.device = "cpu") -> S
 
 @torch.no_grad()
 def anchor_matches(
-    directions: Tensor, anchor: int = 0, chunk_size: int = 4096, progress: bool = False
+    directions: Tensor,
+    anchor: int = 0,
+    chunk_size: int = 4096,
+    progress: bool = False,
+    col_chunk: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Best match of each anchor latent in each other seed: the many-to-one argmax of `anchor_stability`.
 
     Args:
         directions: `(S, F, d)` decoder rows.
         anchor: the anchor seed's position.
-        chunk_size: anchor rows per block (memory O(chunk_size * F)).
+        chunk_size: anchor rows per block.
+        progress: a tqdm bar over the other seeds.
+        col_chunk: the other seed's latents per block (None: `chunk_size`). One block of `chunk_size x col_chunk`
+            cosines is all that exists at once (`stability.blockwise_row_max`), whatever F is.
 
     Returns:
         `max_cos (N, F)` and `argmax (N, F)` over the N = S - 1 other seeds in order.
@@ -329,19 +341,25 @@ def anchor_matches(
     S, F, _ = directions.shape
     if not 0 <= anchor < S:
         raise ValueError(f"anchor={anchor} must lie in [0, {S})")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size} must be >= 1")
+    col_chunk = chunk_size if col_chunk is None else col_chunk
+    if col_chunk < 1:
+        raise ValueError(f"col_chunk={col_chunk} must be >= 1")
     dev = directions.device
     a = unit_rows(directions[anchor].float())  # (F, d): one seed normalised at a time, never a copy of all S
     others = [t for t in range(S) if t != anchor]
     best = torch.empty(len(others), F, device=dev)
     arg = torch.empty(len(others), F, dtype=torch.long, device=dev)
-    buf = torch.empty(min(chunk_size, F), F, device=dev)  # one block of cosines, reused (no allocation per block)
+    buf = torch.empty(block_elements(F, chunk_size, col_chunk), device=dev)  # the one block, reused for every seed
     for n, t in enumerate(tqdm(others, desc="anchor matches", disable=not progress)):
-        other_t = unit_rows(directions[t].float()).T  # (d, F)
-        for lo in range(0, F, chunk_size):
-            rows = a[lo : lo + chunk_size]
-            sim = torch.mm(rows, other_t, out=buf[: len(rows)])  # (B, F)
-            torch.max(sim, 1, out=(best[n, lo : lo + len(rows)], arg[n, lo : lo + len(rows)]))
+        best[n], arg[n] = blockwise_row_max(a, unit_rows(directions[t].float()), chunk_size, col_chunk, buf)
     return best, arg
+
+
+def block_elements(F: int, chunk_size: int, col_chunk: int | None = None) -> int:
+    """Cosines in `anchor_matches`'s one block for F latents (times 4 for its bytes)."""
+    return min(chunk_size, F) * min(chunk_size if col_chunk is None else col_chunk, F)
 
 
 def anchor_p(max_cos: Tensor, threshold: float) -> Tensor:
@@ -467,7 +485,7 @@ def score_saes(
         pairs: whole-SAE scores over the `anchor` pairs (N matchings) or `all` pairs.
         null: score untrained SAEs of the same shapes too (doubles the cost).
         device: where the products run (`auto`: cuda if available).
-        chunk_size: rows per block of cosines (memory O(chunk_size * d_sae)).
+        chunk_size: edge of the blocks of cosines (memory O(chunk_size^2) for the estimators).
         match_method: Hungarian matching, as in `saelib.matching.hungarian_match`.
         progress: tqdm progress bars.
     """

@@ -57,13 +57,17 @@ def hungarian_match(
 
 
 @torch.no_grad()
-def knn_cosine_graph(a: Tensor, b: Tensor, k: int = 16, chunk_size: int = 1024) -> sp.csr_matrix:
+def knn_cosine_graph(a: Tensor, b: Tensor, k: int = 16, chunk_size: int = 1024, col_chunk: int = 4096) -> sp.csr_matrix:
     """Sparse `(n, m)` matrix of cosines between rows of `a (n, d)` and `b (m, d)` keeping, for every row, its `k`
     most similar columns and, for every column, its `k` most similar rows (so no vertex is left without an edge).
 
-    Computed `chunk_size` rows at a time (memory O(chunk_size * m)); every stored cosine is an explicit entry,
-    including zeros, so the caller must shift them away from zero before treating the matrix as a weighted graph.
+    Computed in blocks of `chunk_size` rows x `col_chunk` columns (memory O(chunk_size * col_chunk) whatever n and
+    m are), each block's top k merged into running top-k lists of rows and columns; every stored cosine is an
+    explicit entry, including zeros, so the caller must shift them away from zero before treating the matrix as a
+    weighted graph.
     """
+    if chunk_size < 1 or col_chunk < 1:
+        raise ValueError(f"chunk_size={chunk_size} and col_chunk={col_chunk} must be >= 1")
     a, b = unit_rows(a.float()), unit_rows(b.float())
     n, m = len(a), len(b)
     kr, kc = min(k, m), min(k, n)
@@ -71,15 +75,22 @@ def knn_cosine_graph(a: Tensor, b: Tensor, k: int = 16, chunk_size: int = 1024) 
     col_val = torch.full((kc, m), -torch.inf, device=a.device)  # running top-k rows of every column
     col_idx = torch.zeros((kc, m), dtype=torch.long, device=a.device)
     for i0 in range(0, n, chunk_size):
-        sim = a[i0 : i0 + chunk_size] @ b.T  # (ci, m)
-        v, j = sim.topk(kr, dim=1)  # (ci, kr)
-        rows.append(torch.arange(i0, i0 + len(sim), device=a.device).repeat_interleave(kr))
-        cols.append(j.flatten())
-        vals.append(v.flatten())
-        v, i = sim.topk(min(kc, len(sim)), dim=0)  # (<=kc, m)
-        v, pos = torch.cat([col_val, v]).topk(kc, dim=0)
-        col_idx = torch.cat([col_idx, i + i0]).gather(0, pos)
-        col_val = v
+        block = a[i0 : i0 + chunk_size]  # (ci, d)
+        row_val = torch.full((len(block), kr), -torch.inf, device=a.device)  # running top-k columns of its rows
+        row_idx = torch.zeros((len(block), kr), dtype=torch.long, device=a.device)
+        for j0 in range(0, m, col_chunk):
+            j1 = min(m, j0 + col_chunk)
+            sim = block @ b[j0:j1].T  # (ci, cj)
+            v, j = sim.topk(min(kr, j1 - j0), dim=1)
+            row_val, pos = torch.cat([row_val, v], 1).topk(kr, dim=1)
+            row_idx = torch.cat([row_idx, j + j0], 1).gather(1, pos)
+            v, i = sim.topk(min(kc, len(sim)), dim=0)  # (<=kc, cj)
+            v, pos = torch.cat([col_val[:, j0:j1], v]).topk(kc, dim=0)
+            col_idx[:, j0:j1] = torch.cat([col_idx[:, j0:j1], i + i0]).gather(0, pos)
+            col_val[:, j0:j1] = v
+        rows.append(torch.arange(i0, i0 + len(block), device=a.device).repeat_interleave(kr))
+        cols.append(row_idx.flatten())
+        vals.append(row_val.flatten())
     rows.append(col_idx.flatten())
     cols.append(torch.arange(m, device=a.device).repeat(kc))
     vals.append(col_val.flatten())

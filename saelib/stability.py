@@ -6,7 +6,7 @@
 - `feature_stability`: `stab_i^s = (1/(S-1)) sum_{t!=s} 1[m_i(s->t) >= tau]`, its continuous variant (the mean of
   `m_i(s->t)`), and the stable / intermediate / unstable / dead label of each latent.
 - `anchor_stability`, `endpoint_labels`: the paper's estimator, one anchor seed against N others, and its epsilon
-  endpoint labels.
+  endpoint labels; `blockwise_row_max`, its kernel, tiled over both seeds' latents (memory O(block^2)).
 - `null_sae`: the baseline, independently initialised untrained SAEs of the same shape (whole-SAE matching scores,
   shared fraction and PW-MCC, live in `saelib.matching`).
 """
@@ -54,6 +54,46 @@ def _keep_larger(best: Tensor, arg: Tensor, val: Tensor, ind: Tensor, offset: in
     upd = val > best
     arg.copy_(torch.where(upd, ind + offset, arg))
     torch.maximum(best, val, out=best)
+
+
+@torch.no_grad()
+def blockwise_row_max(
+    rows: Tensor, cols: Tensor, row_block: int = 4096, col_block: int = 4096, buf: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Max and argmax over j of `rows @ cols.T`, tiled over both: at most `row_block x col_block` products exist at
+    once (memory independent of the number of rows and columns), reduced along the contiguous axis only.
+
+    Args:
+        rows: `(R, d)`; cols: `(C, d)`, C >= 1 (e.g. unit decoder rows of two seeds).
+        row_block, col_block: the block's edges.
+        buf: optional scratch of at least `min(row_block, R) * min(col_block, C)` floats, reused across calls.
+
+    Returns:
+        `max (R,)` and `argmax (R,)` (long); ties go to the earliest column block.
+    """
+    R, C = len(rows), len(cols)
+    if C == 0:
+        raise ValueError("cols must hold at least one row")
+    if row_block < 1 or col_block < 1:
+        raise ValueError(f"row_block={row_block} and col_block={col_block} must be >= 1")
+    rb, cb = min(row_block, R), min(col_block, C)
+    if buf is None or buf.numel() < rb * cb:
+        buf = torch.empty(rb * cb, device=rows.device)
+    best = torch.empty(R, device=rows.device)
+    arg = torch.empty(R, dtype=torch.long, device=rows.device)
+    val = torch.empty(rb, device=rows.device)
+    ind = torch.empty(rb, dtype=torch.long, device=rows.device)
+    for i0 in range(0, R, rb):
+        i1 = min(R, i0 + rb)
+        for j0 in range(0, C, cb):
+            j1 = min(C, j0 + cb)
+            sim = torch.mm(rows[i0:i1], cols[j0:j1].T, out=buf[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0))
+            if j0 == 0:  # the first column block fills the running maxima directly
+                torch.max(sim, 1, out=(best[i0:i1], arg[i0:i1]))
+                continue
+            torch.max(sim, 1, out=(val[: i1 - i0], ind[: i1 - i0]))
+            _keep_larger(best[i0:i1], arg[i0:i1], val[: i1 - i0], ind[: i1 - i0], j0)
+    return best, arg
 
 
 def _in_block(idx: Tensor, lo: int, hi: int) -> Tensor:
@@ -251,7 +291,8 @@ def anchor_stability(
     latents may share a partner), a match when that cosine is >= `threshold`; `p_i = matches / N`.
 
     Cost: N products of `(F, d) x (d, F)`, against `S (S - 1) / 2` for the all-pairs estimator of
-    `feature_stability`, in blocks of `chunk_size` rows (memory O(chunk_size * F)).
+    `feature_stability`, in blocks of `chunk_size x chunk_size` cosines (`blockwise_row_max`: memory O(chunk_size^2)
+    whatever F is).
 
     Args:
         directions: `(S, F, d)` decoder rows of S >= 2 seeds (`SAE.decoder_directions()`).
@@ -272,8 +313,7 @@ def anchor_stability(
         other = dirs[t] if alive is None else dirs[t][alive[t].to(dirs.device)]
         if len(other) == 0:
             continue
-        for lo in range(0, F, chunk_size):
-            best[n, lo : lo + chunk_size] = (dirs[anchor, lo : lo + chunk_size] @ other.T).amax(1)  # (B,)
+        best[n] = blockwise_row_max(dirs[anchor], other, chunk_size, chunk_size)[0]  # (F,)
     p = (best >= threshold).float().mean(0)
     if alive is not None:
         dead = ~alive[anchor].to(p.device)

@@ -225,6 +225,35 @@ def test_missing_paths_and_globs_and_pretrained_names_fail_plainly(tmp_path, mon
         external.read_sae("saelens:no-such-release:x")
 
 
+@pytest.mark.parametrize("chunk,col", [(7, 5), (64, 13), (3, 200), (200, 1)])
+def test_column_tiling_equals_the_untiled_block_and_a_brute_force_argmax(chunk, col):
+    dirs = torch.randn(4, 50, 8)
+    dirs[2, 17] = dirs[0, 3] * 2.0  # an exact match, in a column block of its own for most tilings
+    best, arg = external.anchor_matches(dirs, anchor=0, chunk_size=chunk, col_chunk=col)
+    untiled_best, untiled_arg = external.anchor_matches(dirs, anchor=0, chunk_size=50, col_chunk=50)  # one block
+    torch.testing.assert_close(best, untiled_best)
+    assert torch.equal(arg, untiled_arg)
+    unit = torch.nn.functional.normalize(dirs, dim=-1)
+    cos = torch.einsum("fd,tgd->tfg", unit[0], unit[1:])  # (N, F, F): the whole similarity, independently
+    torch.testing.assert_close(best, cos.amax(-1))
+    assert torch.equal(arg, cos.argmax(-1)) and arg[1, 3] == 17 and best[1, 3] == pytest.approx(1.0)
+    assert external.block_elements(50, chunk, col) == min(chunk, 50) * min(col, 50)
+    with pytest.raises(ValueError, match="col_chunk"):
+        external.anchor_matches(dirs, col_chunk=0)
+
+
+def test_blockwise_row_max_bounds_its_block(monkeypatch):
+    shapes = []
+    mm = torch.mm
+    monkeypatch.setattr(torch, "mm", lambda a, b, out=None: shapes.append(out.shape) or mm(a, b, out=out))
+    rows, cols = torch.randn(30, 4), torch.randn(1000, 4)
+    best, arg = stability.blockwise_row_max(rows, cols, row_block=8, col_block=16)
+    assert max(r * c for r, c in shapes) == 8 * 16 and len(shapes) == 4 * 63  # never more than one 8 x 16 block
+    ref = rows @ cols.T
+    torch.testing.assert_close(best, ref.amax(1))
+    assert torch.equal(arg, ref.argmax(1))
+
+
 def test_sweeps_known_answers():
     max_cos = torch.tensor([[0.9, 0.5, 0.75], [0.8, 0.2, 0.65], [0.95, 0.1, 0.72]])  # (N=3, F=3)
     sweep = external.n_sweep(max_cos, threshold=0.7, epsilon=0.05)

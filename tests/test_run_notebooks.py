@@ -61,3 +61,9 @@ def test_runner_streams_progress_and_ends_with_a_table(tmp_path, capsys, scale):
     assert "01_tiny  ok" in table and "total" in table
     assert (tmp_path / "executed" / "01_tiny.ipynb").is_file()
     assert set(json.loads((tmp_path / "build" / f"timings-{scale}.json").read_text())) == {"01_tiny"}
+
+
+def test_parameters_are_json_where_they_parse():
+    got = run_notebooks.parse_parameters([["SAE_PATHS", '["runs/seed*/"]'], ["N", "3"], ["NAME", "runs/a"]])
+    assert got == {"SAE_PATHS": ["runs/seed*/"], "N": 3, "NAME": "runs/a"}
+    assert run_notebooks.parse_parameters(None) == {}

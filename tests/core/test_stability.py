@@ -178,6 +178,17 @@ def test_sparse_matching_on_random_directions_is_close_to_dense():
     assert len(np.unique(cols_s)) == 400  # one-to-one
 
 
+@pytest.mark.parametrize("chunk,col", [(7, 3), (13, 16), (50, 1), (1, 70)])
+def test_knn_graph_tiled_over_rows_and_columns_equals_a_brute_force_graph(chunk, col):
+    a, b, k = torch.randn(50, 8), torch.randn(70, 8), 5
+    graph = matching.knn_cosine_graph(a, b, k=k, chunk_size=chunk, col_chunk=col).tocoo()
+    cos = torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).T  # (50, 70), whole
+    edges = {(i, int(j)) for i in range(50) for j in cos[i].topk(k).indices}
+    edges |= {(int(i), j) for j in range(70) for i in cos[:, j].topk(k).indices}
+    assert set(zip(graph.row.tolist(), graph.col.tolist())) == edges and graph.nnz == len(edges)
+    np.testing.assert_allclose(graph.data, cos[graph.row, graph.col].numpy(), atol=1e-6)
+
+
 def test_sparse_matching_without_full_matching_falls_back_to_dense(caplog):
     # A hub: every row's nearest column is column 0, and every other column's nearest row is row 0, so with k=1 rows
     # 1..n-1 share a single neighbour and the graph has no full matching.
