@@ -22,6 +22,7 @@ from sphinx.util.docutils import SphinxDirective
 
 CLAIMS_METADATA = "saelib_claims"  # = saelib.chapters.common.CLAIMS_METADATA (kept literal: no torch import here)
 NOT_REPORTED = "not reported"
+RELATED_WORK = "related work, not this paper"  # how a claims row marks a number from other papers: left out here
 VERDICTS = ("holds", "does not hold", "not measured")
 
 
@@ -112,7 +113,7 @@ def overview_markdown(chapters: list[Chapter], doc_prefix: str = "executed/") ->
         reported += [
             [r["claim"], r["paper"], r["ours"], f"**{r['verdict']}**", link[c.stem]]
             for r in c.rows
-            if r.get("paper", NOT_REPORTED) != NOT_REPORTED
+            if r.get("paper", NOT_REPORTED) != NOT_REPORTED and RELATED_WORK not in r.get("paper", "")
         ]
     totals = [tally(c.rows) for c in chapters if c.rows is not None]
     held, failed = sum(t["holds"] for t in totals), sum(t["does not hold"] for t in totals)

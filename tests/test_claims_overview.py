@@ -18,6 +18,9 @@ ROWS = [
     common.claim("Stable latents carry more", "EV: stable > unstable", "0.8 vs 0.1", True, "much | little"),
     common.claim("Unstable latents are rare", "median frequency", 0.123456, False),
     common.claim("Explanations", "share tagged", float("nan"), None, "38.9% vs 11.3% (reported, secondary source)"),
+    common.claim(
+        "Comparable to related work", "within 0.1", 0.64, False, "0.80: related work, not this paper (X 2025)"
+    ),
 ]
 
 
@@ -42,7 +45,12 @@ def test_show_claims_attaches_every_row_as_strings():
     assert len(outputs) == 1 and "text/html" in outputs[0]["data"]
     rows = outputs[0]["metadata"][common.CLAIMS_METADATA]
     assert common.CLAIMS_METADATA == overview.CLAIMS_METADATA
-    assert [r["verdict"] for r in rows] == [common.HOLDS, common.DOES_NOT_HOLD, common.NOT_MEASURED]
+    assert [r["verdict"] for r in rows] == [
+        common.HOLDS,
+        common.DOES_NOT_HOLD,
+        common.NOT_MEASURED,
+        common.DOES_NOT_HOLD,
+    ]
     assert rows[1]["ours"] == "0.123" and rows[2]["ours"] == "nan"
     assert set(rows[0]) == set(common.Claim._fields)
 
@@ -52,7 +60,7 @@ def test_a_chapter_is_read_with_its_title_scale_and_rows(tmp_path):
     chapter = overview.read_chapter(path)
     assert (chapter.stem, chapter.title, chapter.scale) == ("02_asymmetry", "Chapter two", "default")
     assert [r["claim"] for r in chapter.rows] == [r.claim for r in ROWS]
-    assert overview.tally(chapter.rows) == {"holds": 1, "does not hold": 1, "not measured": 1}
+    assert overview.tally(chapter.rows) == {"holds": 1, "does not hold": 2, "not measured": 1}
 
 
 def test_the_overview_counts_verdicts_and_lists_only_what_the_paper_states(tmp_path):
@@ -64,13 +72,14 @@ def test_the_overview_counts_verdicts_and_lists_only_what_the_paper_states(tmp_p
     )
     assert failed.rows is None
     text = overview.overview_markdown([done, failed])
-    assert "1 of the 2 measured verdicts hold" in text
-    assert "{ref}`Chapter two <verdicts-02_asymmetry>` | default | 1 | 1 | 1 |" in text
+    assert "1 of the 3 measured verdicts hold" in text
+    assert "{ref}`Chapter two <verdicts-02_asymmetry>` | default | 1 | 2 | 1 |" in text
     assert "{doc}`Chapter three <executed/03_geometry>` | ? | no claims table found" in text
     reported = text.split("beside ours:")[1]
     assert "Stable latents carry more" in reported and "much \\| little" in reported  # a pipe kept inside its cell
     assert "Explanations" in reported and "{ref}`chapter 2 <verdicts-02_asymmetry>`" in reported
     assert "Unstable latents are rare" not in reported  # the paper states nothing for it
+    assert "Comparable to related work" not in reported  # another paper's number: not this paper's claim
 
 
 def test_no_executed_chapter_says_how_to_make_them():
