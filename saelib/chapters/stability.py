@@ -567,7 +567,7 @@ def claims(s: dict[str, float | int | str]) -> list[Claim]:
         claim(
             "Unstable features are low-frequency",
             "median firing frequency of unstable latents below that of stable ones at the reference point",
-            f"{fu:.2e} vs {fs:.2e}" if _finite(fu, fs) else "no stable or no unstable latents",
+            f"unstable {fu:.3%} vs stable {fs:.3%} of tokens" if _finite(fu, fs) else "no stable or unstable latents",
             fu < fs if _finite(fu, fs) else None,
             paper="unstable fire on about 0.18% of tokens, stable on about 0.44% (reported, secondary source)",
         ),
