@@ -4,19 +4,9 @@ The chapter's contract (`saelib.chapters.common`): `study(scale, device)` -> `As
 `AsymmetryResult` (every expensive step cached through `cache.cached_result`), `summary(result)` (the numbers the
 prose glues) and `claims(summary)` (the chapter's verdicts).
 
-The pieces `run` assembles:
-- `latent_stats_table`, `label_table`: per-latent activation statistics on the held-out tokens (frequency, mean and
-  max activation, and activation mass as `metrics.FeatureActivationStats` defines it: `mass` is the sum of a latent's
-  activations over the tokens, `mass_share` its share of its seed's total mass; a set of latents' `mass_share` is
-  the sum of its members').
-- `feature_cuts`: the masks of the experiments: keep or remove the stable / unstable latents, beside random controls
-  of each matched in size (`size_matched_subset`) or in mass (`mass_matched_subset`);
-  `metrics.masked_explained_variance` and `splice.masked_spliced_ce` measure every cut at once, `cut_table` and
-  `cut_summary` tabulate them.
-- `feature_ablation_effects`: the loss change when a single latent is removed (`splice.spliced_ce` with
-  `splice.latent_ablation_reconstructor`), on the contexts where it fires (`firing_contexts`), for latents drawn per
-  stability level by `sample_per_bin`; `marginal_table` adds the expected change per token.
-- `eligible_latents`, `choose_examples`, `choose_explained`: which latents' top contexts are shown and explained.
+The pieces `run` assembles live in `saelib.chapters.asymmetry_cuts` (the cuts, their random controls and tables,
+`table_summary`), `saelib.chapters.asymmetry_latents` (per-latent statistics, single-latent ablations, surface forms
+and examples) and `saelib.chapters.asymmetry_paper` (the paper's own analyses); this module re-exports their names.
 """
 
 from __future__ import annotations
@@ -28,32 +18,38 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import Tensor
-from tqdm.auto import tqdm
 
 from saelib import masking, metrics
 from saelib.cache import cached_result
 from saelib.chapters import asymmetry_paper, common, grid
+from saelib.chapters.asymmetry_cuts import CUT_METRICS as CUT_METRICS  # re-exported
+from saelib.chapters.asymmetry_cuts import LABELS, cut_summary, cut_table, feature_cuts, table_summary
+from saelib.chapters.asymmetry_cuts import FeatureCuts as FeatureCuts  # re-exported
+from saelib.chapters.asymmetry_latents import (
+    EXPLANATION_COLUMNS,
+    LABEL_ORDER,
+    choose_examples,
+    choose_explained,
+    eligible_latents,
+    feature_ablation_effects,
+    firing_contexts,
+    label_table,
+    latent_stats_table,
+    marginal_table,
+    sample_per_bin,
+)
+from saelib.chapters.asymmetry_latents import example_html as example_html  # re-exported
 from saelib.chapters.asymmetry_paper import PAPER_FREQUENCY
 from saelib.chapters.asymmetry_paper import SECONDARY as SECONDARY  # the marker of reported numbers, re-exported
 from saelib.chapters.grid import FeatureSplit, GridEntry, GridStudy
 from saelib.config import check_positive
 from saelib.lm import explainer, interp, splice
 from saelib.lm.activations import load_model, model_slug
-from saelib.masking import mass_matched_subset
-from saelib.masking import random_subset as size_matched_subset
-from saelib.sae import SAE
-from saelib.stability import DEAD, STABLE, UNSTABLE
+from saelib.masking import mass_matched_subset as mass_matched_subset  # re-exported (the controls' draws)
+from saelib.masking import random_subset as size_matched_subset  # noqa: F401 (re-exported)
 
 VERSION = 1
 """Bumped when a cached chapter-2 result would be computed differently (it is in every key, `asymmetry_key`)."""
-
-LABELS = ("stable", "unstable")
-"""The two groups the chapter compares."""
-
-LABEL_ORDER = ("unstable", "intermediate", "stable")
-"""Row order of the per-label tables (as `plots.theme.LABEL_ORDER`)."""
 
 
 # --- The study ----------------------------------------------------------------------------------------------------
@@ -205,333 +201,6 @@ def cut_params(study: AsymmetryStudy) -> dict:
         "control_pool": study.control_pool,
         "seed": study.seed,
     }
-
-
-# --- Cuts and their random controls -----------------------------------------------------------------------------
-
-
-class FeatureCuts(NamedTuple):
-    """The masks of the asymmetry experiments and what each one is."""
-
-    masks: Tensor
-    """`(M, S, d_sae)` bool, True for the latents kept."""
-    table: pd.DataFrame
-    """One row per mask: `cut` (name), `op` (keep / remove), `group` (stable / unstable / all / none), `control`
-    (group / size / mass), `draw`, `pool` (where the control was drawn from, per seed), `n_latents` (kept) and
-    `mass_share` (the kept latents' share of their seed's activation mass); both means over seeds."""
-
-
-def feature_cuts(
-    label: Tensor,
-    mass: Tensor,
-    *,
-    control_draws: int = 5,
-    mass_tolerance: float = 0.05,
-    control_pool: str = "complement",
-    seed: int = 0,
-) -> FeatureCuts:
-    """Full and empty SAE; keep or remove the stable / unstable latents; and random controls for each of the four.
-
-    A control of a group is a random set of alive latents of the same size, or of the same total activation mass
-    (within `mass_tolerance`); "remove control" removes it, as "remove stable" removes the stable latents. Every
-    seed draws its own controls. Labels are `saelib.stability` codes; dead latents are never drawn.
-
-    Args:
-        label: `(S, d_sae)` stability labels (`STABLE`, `INTERMEDIATE`, `UNSTABLE`, `DEAD`).
-        mass: `(S, d_sae)` activation mass of each latent (`metrics.feature_activation_stats(...).mass`).
-        control_draws: draws per (group, control kind).
-        mass_tolerance: relative tolerance of the mass-matched controls.
-        control_pool: `complement` (alive latents outside the group, all alive latents when it cannot match) or
-            `all`.
-        seed: seed of the draws.
-    """
-    label, mass = label.cpu(), mass.double().cpu()
-    S, F = label.shape
-    gen = torch.Generator().manual_seed(seed)
-    alive = label != DEAD
-    rows: list[dict] = []
-    masks: list[Tensor] = []
-
-    def add(cut, op, group, control, draw, keep, pool="-"):
-        masks.append(keep)
-        share = (mass * keep).sum(-1) / mass.sum(-1).clamp_min(1e-30)  # (S,) mass share of the kept latents
-        rows.append(
-            {
-                "cut": cut,
-                "op": op,
-                "group": group,
-                "control": control,
-                "draw": draw,
-                "pool": pool,
-                "n_latents": float(keep.sum(-1).double().mean()),
-                "mass_share": float(share.mean()),
-            }
-        )
-
-    add("full SAE", "keep", "all", "group", 0, torch.ones(S, F, dtype=torch.bool))
-    add("no latent", "keep", "none", "group", 0, torch.zeros(S, F, dtype=torch.bool))
-    for name, code in (("stable", STABLE), ("unstable", UNSTABLE)):
-        group = label == code
-        add(f"keep {name}", "keep", name, "group", 0, group)
-        add(f"remove {name}", "remove", name, "group", 0, ~group)
-        for control in ("size", "mass"):
-            for d in range(control_draws):
-                subset, pools = torch.zeros(S, F, dtype=torch.bool), []
-                for s in range(S):
-                    pool = alive[s] & ~group[s] if control_pool == "complement" else alive[s]
-                    try:
-                        subset[s] = _draw_control(control, group[s], mass[s], pool, gen, mass_tolerance)
-                        pools.append(control_pool)
-                    except ValueError:  # the complement is too small or too light: draw from all alive latents
-                        subset[s] = _draw_control(control, group[s], mass[s], alive[s], gen, mass_tolerance)
-                        pools.append("all")
-                pool = pools[0] if len(set(pools)) == 1 else "+".join(sorted(set(pools)))
-                add(f"keep {control}-matched to {name}", "keep", name, control, d, subset, pool)
-                add(f"remove {control}-matched to {name}", "remove", name, control, d, ~subset, pool)
-    return FeatureCuts(torch.stack(masks), pd.DataFrame(rows))
-
-
-def _draw_control(control: str, group: Tensor, mass: Tensor, pool: Tensor, gen: torch.Generator, tol: float):
-    if control == "size":
-        return size_matched_subset(int(group.sum()), pool, gen)
-    return mass_matched_subset(mass, float(mass[group].sum()), pool, gen, tol=tol)
-
-
-CUT_METRICS = ("ev", "ce_loss_score", "delta_loss", "kl_div")
-"""Columns of a cut table that `summary` reads (when present)."""
-
-
-def cut_table(
-    cuts: pd.DataFrame, ev: Tensor, ce: splice.MaskedSplice | None = None, ce_rows: np.ndarray | None = None
-) -> pd.DataFrame:
-    """`cuts` (`FeatureCuts.table`) with the mean over seeds of each cut's explained variance and, for the rows
-    `ce_rows` that were spliced into the model, of its CE-loss score, CE increase and KL (NaN for the other rows).
-
-    Args:
-        cuts: `(M,)` rows.
-        ev: `(M, S)` explained variance per cut and seed (`MaskedEV.masked`).
-        ce: `masked_spliced_ce` of the masks `ce_rows`, fields `(len(ce_rows), S')`.
-        ce_rows: indices of the rows of `cuts` that `ce` measured.
-    """
-    out = cuts.assign(ev=ev.double().mean(1).cpu().numpy())
-    if ce is not None:
-        out = out.join(
-            pd.DataFrame(
-                {
-                    "ce_loss_score": ce.ce_loss_score.mean(1).numpy(),
-                    "delta_loss": ce.delta_loss.mean(1).numpy(),
-                    "kl_div": ce.kl_div.mean(1).numpy(),
-                },
-                index=ce_rows,
-            )
-        )
-    return out
-
-
-def cut_summary(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """`metric` per (op, group) for the group itself and the mean (and std) of its size- and mass-matched controls."""
-    t = table[table.group.isin(LABELS)]
-    mean = t.pivot_table(index=["op", "group"], columns="control", values=metric, aggfunc="mean")
-    std = t[t.control != "group"].pivot_table(index=["op", "group"], columns="control", values=metric, aggfunc="std")
-    out = mean.reindex(columns=["group", "size", "mass"])
-    for c in ("size", "mass"):
-        out[f"{c} (std)"] = std[c] if c in std else np.nan
-    return out
-
-
-# --- Per-latent statistics ----------------------------------------------------------------------------------------
-
-
-def latent_stats_table(entry: GridEntry, split: FeatureSplit, stats: metrics.FeatureActivationStats) -> pd.DataFrame:
-    """`grid.latent_table` (one row per alive latent of every seed) with its `max_activation` and `mass_share`
-    (share of its seed's activation mass) from `stats`, all on the held-out tokens."""
-    latents = grid.latent_table(entry, split)
-    latents["max_activation"] = stats.max_activation.cpu().numpy()[latents.seed, latents.latent]
-    latents["mass_share"] = stats.mass_share.cpu().numpy()[latents.seed, latents.latent]
-    return latents
-
-
-def label_table(latents: pd.DataFrame, n_seeds: int) -> pd.DataFrame:
-    """Per stability label (rows `LABEL_ORDER`): `latents` (summed over seeds), `share_of_latents` (of the alive
-    latents), `mass_share` (the label's share of its seed's activation mass, mean over the `n_seeds` seeds) and the
-    medians of frequency, mean and max activation."""
-    out = (
-        latents.groupby("label")
-        .agg(
-            latents=("latent", "size"),
-            mass_share=("mass_share", "sum"),
-            median_frequency=("frequency", "median"),
-            median_mean_activation=("mean_activation", "median"),
-            median_max_activation=("max_activation", "median"),
-        )
-        .reindex(list(LABEL_ORDER))
-    )
-    out.insert(1, "share_of_latents", out.latents / len(latents))
-    out["mass_share"] /= n_seeds
-    return out
-
-
-# --- Single-latent ablations --------------------------------------------------------------------------------------
-
-
-def firing_contexts(sae: SAE, x: Tensor, context: np.ndarray, features, seed: int = 0) -> dict[int, np.ndarray]:
-    """The contexts in which each of `features` of seed `seed` fires at least once.
-
-    Args:
-        sae: the stack.
-        x: activations `(N, d_in)` of a store split (`store.eval.load_all()`).
-        context: `(N,)` context index of each row (`store.eval.metadata().context`).
-        features: latent indices.
-        seed: seed position.
-    """
-    feats = torch.as_tensor(list(features), dtype=torch.long)
-    one = sae.select([seed])
-    hits = []
-    with torch.no_grad():
-        for xb in x.split(4096):
-            z = one.encode(xb.to(one.W_dec.device, torch.float32))[0]  # (B, d_sae)
-            hits.append((z[:, feats.to(z.device)] > 0).cpu())
-    fired = torch.cat(hits).numpy()  # (N, n_features)
-    return {int(f): np.unique(np.asarray(context)[fired[:, j]]) for j, f in enumerate(feats.tolist())}
-
-
-def sample_per_bin(
-    bins: np.ndarray, n_per_bin: int, rng: np.random.Generator, eligible: np.ndarray | None = None
-) -> dict:
-    """Up to `n_per_bin` random indices for every distinct value of `bins` `(F,)` (NaN bins and ineligible left out)."""
-    bins = np.asarray(bins, dtype=float)
-    ok = ~np.isnan(bins) if eligible is None else (~np.isnan(bins) & np.asarray(eligible, dtype=bool))
-    out = {}
-    for b in np.unique(bins[ok]):
-        idx = np.flatnonzero(ok & (bins == b))
-        out[float(b)] = np.sort(rng.choice(idx, size=min(n_per_bin, len(idx)), replace=False))
-    return out
-
-
-def _choose_contexts(firing: dict[int, np.ndarray], n: int, rng: np.random.Generator) -> dict[int, list[int]]:
-    """Up to n firing contexts per latent, preferring contexts already chosen for another one (fewer clean passes)."""
-    chosen: dict[int, list[int]] = {}
-    used: set[int] = set()
-    for f, ctxs in firing.items():
-        ctxs = rng.permutation(np.asarray(ctxs, dtype=int))
-        shared = [c for c in ctxs if c in used][:n]
-        pick = shared + [c for c in ctxs if c not in shared][: n - len(shared)]
-        chosen[f] = [int(c) for c in pick]
-        used.update(chosen[f])
-    return chosen
-
-
-def feature_ablation_effects(
-    lm,
-    contexts,
-    sae: SAE,
-    firing: dict[int, np.ndarray],
-    *,
-    layer: int,
-    hook: str = "resid_post",
-    seed: int = 0,
-    n_contexts: int = 2,
-    rng_seed: int = 0,
-    progress: bool = False,
-) -> pd.DataFrame:
-    """Marginal effect of single latents: the loss change when one latent's contribution is removed from the model.
-
-    For latent f of seed `seed` the activation at every real position becomes `x - z_f(x) d_f` (the SAE's error and
-    every other latent are kept: `splice.latent_ablation_reconstructor`), on up to `n_contexts` contexts in which f
-    fires; since the model is causal and f is silent elsewhere, other contexts are unchanged. Each context is spliced
-    once (`splice.spliced_ce`), with every latent chosen for it as one variant, so its clean pass is shared.
-
-    Args:
-        lm: the language model.
-        contexts: `(N, T)` token ids (`store.eval.contexts()`).
-        sae: the stack.
-        firing: latent -> contexts where it fires (`firing_contexts`); latents with none get zero effect.
-        layer, hook: where the SAE reads the model.
-        seed: seed position of the latents.
-        n_contexts: contexts per latent.
-        rng_seed: seed of the context choice.
-        progress: show a tqdm bar.
-
-    Returns:
-        One row per latent: `feature`, `n_contexts`, `n_firing` (tokens where it fires in them), `n_tokens`
-        (predicted tokens in them), `delta_loss_sum` and `kl_sum` (summed over those tokens), and
-        `delta_loss_per_firing` (`delta_loss_sum / n_firing`, NaN when it never fires).
-    """
-    ctx = np.asarray(contexts)
-    one = sae.select([seed]).to(lm.device)
-    chosen = _choose_contexts(firing, n_contexts, np.random.default_rng(rng_seed))
-    by_ctx: dict[int, list[int]] = {}
-    for f, cs in chosen.items():
-        for c in cs:
-            by_ctx.setdefault(c, []).append(f)
-    acc = {f: np.zeros(5) for f in firing}  # n_contexts, n_firing, n_tokens, delta_sum, kl_sum
-    for c, feats in tqdm(sorted(by_ctx.items()), desc="ablations", disable=not progress, leave=False):
-        ablate = splice.latent_ablation_reconstructor(one, feats)
-        fired: dict[str, list[int]] = {}
-
-        def reconstruct(x: Tensor, ablate=ablate, fired=fired, feats=feats) -> Tensor:
-            fired["n"] = (one.encode(x)[0][:, feats] > 0).sum(0).tolist()  # firings of each latent in the context
-            return ablate(x)  # (len(feats), n_real, d_in)
-
-        m = splice.spliced_ce(lm, ctx[c : c + 1], reconstruct, layer=layer, hook=hook, batch_size=1)
-        for j, f in enumerate(feats):
-            acc[f] += [
-                1,
-                fired["n"][j],
-                m.n_tokens,
-                float(m.delta_loss[j]) * m.n_tokens,
-                float(m.kl_div[j]) * m.n_tokens,
-            ]
-    df = pd.DataFrame(
-        [[f, *v] for f, v in acc.items()],
-        columns=["feature", "n_contexts", "n_firing", "n_tokens", "delta_loss_sum", "kl_sum"],
-    )
-    df = df.astype({"feature": int, "n_contexts": int, "n_firing": int, "n_tokens": int})
-    df["delta_loss_per_firing"] = df.delta_loss_sum / df.n_firing.where(df.n_firing > 0)
-    return df
-
-
-def marginal_table(effects: pd.DataFrame, latents: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """`feature_ablation_effects` joined with the latents' rows of seed `seed` (`latent_stats_table`), plus
-    `delta_loss_per_token`: the loss change per firing times the firing frequency (0 for a latent that never fired
-    in its contexts), the expected loss change per token of removing the latent."""
-    out = effects.merge(latents[latents.seed == seed], left_on="feature", right_on="latent")
-    out["delta_loss_per_token"] = out.delta_loss_per_firing.fillna(0.0) * out.frequency
-    return out
-
-
-# --- Surface forms and explanations -------------------------------------------------------------------------------
-
-
-def eligible_latents(triggers: pd.DataFrame, seed: int = 0) -> dict[str, pd.DataFrame]:
-    """Per label (`LABELS`), the rows of `triggers` of seed `seed` with trigger statistics (enough activations)."""
-    return {
-        lab: triggers[(triggers.seed == seed) & (triggers.label == lab)].dropna(subset=["top_share"]) for lab in LABELS
-    }
-
-
-def choose_examples(eligible: dict[str, pd.DataFrame], n: int, seed: int = 0) -> dict[str, list[int]]:
-    """Up to `n` random latents per label whose top contexts the chapter shows (`DataFrame.sample`, `seed`)."""
-    return {lab: df.sample(min(n, len(df)), random_state=seed).latent.tolist() for lab, df in eligible.items()}
-
-
-def choose_explained(eligible: dict[str, pd.DataFrame], n: int, seed: int = 0) -> dict[str, list[int]]:
-    """Up to `n` random latents per label to explain, sorted; one random stream over the labels in order."""
-    rng = np.random.default_rng(seed)
-    return {lab: sorted(df.latent.to_numpy()[rng.permutation(len(df))[:n]].tolist()) for lab, df in eligible.items()}
-
-
-EXPLANATION_COLUMNS = ["latent", "label", "explanation", "surface_form", "balanced_accuracy"]
-"""Columns of the explanations table when no latent was explained."""
-
-
-def example_html(result: AsymmetryResult, label: str) -> str:
-    """HTML of the top contexts of the example latents of `label` (trigger highlighted), or a one-line note when
-    no latent of that label had enough activations."""
-    table = result.examples[label]
-    if not len(table):
-        return f"<p><em>No {label} latent with enough activations at this scale.</em></p>"
-    return interp.html_table(table)
 
 
 # --- run ----------------------------------------------------------------------------------------------------------
@@ -769,65 +438,6 @@ def run(study: AsymmetryStudy, *, progress: bool = False) -> AsymmetryResult:
 
 
 # --- The chapter's numbers and verdicts ---------------------------------------------------------------------------
-
-
-def table_summary(
-    cuts: pd.DataFrame,
-    latents: pd.DataFrame,
-    marginal: pd.DataFrame | None = None,
-    triggers: pd.DataFrame | None = None,
-    explanations: pd.DataFrame | None = None,
-) -> dict:
-    """The chapter's headline numbers from its tables, as a flat dict of plain floats and ints.
-
-    Keys: `<metric>_<cut>` for the cuts themselves (`ev_full`, `ev_none`, `ev_keep_stable`, `ce_loss_score_remove_
-    unstable`, ...), `<metric>_<op>_<control>_<group>` for the mean of their controls (`ev_keep_mass_stable`), and per
-    label `mass_share_<label>` (the group's share of the activation mass, mean over seeds), `share_<label>` (of the
-    alive latents), `<column>_median_<label>`, `marginal_*`, `top_share_*`, `entropy_*`, `trigger_n_*`,
-    `detection_*`, `surface_share_*`, `explained_n_*` (NaN or 0 where a table is missing or empty).
-
-    Args:
-        cuts: `cut_table(...)` (means over seeds), with any of `CUT_METRICS`.
-        latents: one row per alive latent: `label`, `frequency`, `mean_activation`, `max_activation`, `mass_share`.
-        marginal: one row per ablated latent: `label`, `delta_loss_per_token`, `delta_loss_per_firing`.
-        triggers: one row per latent with statistics: `label`, `top_share`, `entropy_bits`.
-        explanations: one row per explained latent: `label`, `explanation`, `surface_form`, `balanced_accuracy`.
-    """
-    out: dict = {}
-    for metric in CUT_METRICS:
-        if metric not in cuts:
-            continue
-        for cut, v in cuts[cuts.control == "group"].groupby("cut")[metric].mean().items():
-            out[f"{metric}_{cut.replace(' ', '_').replace('_SAE', '').replace('no_latent', 'none')}"] = float(v)
-        ctrl = cuts[cuts.control != "group"].groupby(["op", "control", "group"])[metric].mean()
-        for (op, control, group), v in ctrl.items():
-            out[f"{metric}_{op}_{control}_{group}"] = float(v)
-    for name in LABELS:
-        row = cuts[(cuts.cut == f"keep {name}")]
-        if len(row):
-            out[f"mass_share_{name}"] = float(row.mass_share.iloc[0])
-        lat = latents[latents.label == name]
-        out[f"share_{name}"] = len(lat) / max(len(latents), 1)
-        for col in ("frequency", "mean_activation", "max_activation", "mass_share"):
-            if col in lat:
-                out[f"{col}_median_{name}"] = float(lat[col].median())
-        if marginal is not None:
-            m = marginal[marginal.label == name]
-            out[f"marginal_per_token_{name}"] = float(m.delta_loss_per_token.mean())
-            out[f"marginal_per_firing_{name}"] = float(m.delta_loss_per_firing.mean())
-            out[f"marginal_n_{name}"] = len(m)
-        if triggers is not None:
-            t = triggers[(triggers.label == name)].dropna(subset=["top_share"])
-            out[f"top_share_{name}"] = float(t.top_share.mean())
-            out[f"entropy_{name}"] = float(t.entropy_bits.mean())
-            out[f"trigger_n_{name}"] = len(t)
-        if explanations is not None:
-            e = explanations[explanations.label == name]
-            out[f"detection_{name}"] = float(e.balanced_accuracy.astype(float).mean())
-            tagged = e.surface_form.dropna().astype(float)
-            out[f"surface_share_{name}"] = float(tagged.mean()) if len(tagged) else math.nan
-            out[f"explained_n_{name}"] = len(e.dropna(subset=["explanation"]))
-    return out
 
 
 def summary(result: AsymmetryResult) -> dict[str, float | int | str]:

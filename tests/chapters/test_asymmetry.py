@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from helpers import make_tiny_model, tiny_grid_study, tiny_sae
 
-from saelib.chapters import asymmetry, common, grid
+from saelib.chapters import asymmetry, asymmetry_latents, common, grid
 from saelib.chapters.asymmetry import AsymmetryStudy
 from saelib.chapters.grid import FeatureSplit, GridEntry, GridStudy
 from saelib.lm import splice
@@ -499,7 +499,7 @@ def test_feature_ablation_matches_a_direct_computation(tiny_lm, tiny_contexts):
     df = asymmetry.feature_ablation_effects(
         tiny_lm, tiny_contexts, sae, firing, layer=1, seed=0, n_contexts=2
     ).set_index("feature")
-    chosen = asymmetry._choose_contexts(firing, 2, np.random.default_rng(0))[f_hi]
+    chosen = asymmetry_latents._choose_contexts(firing, 2, np.random.default_rng(0))[f_hi]
     delta = kl = 0.0
     n_tokens = n_firing = 0
     with torch.no_grad():
