@@ -13,7 +13,7 @@ from helpers import planted_planes as planted
 
 from saelib import subspace as sp
 from saelib import train
-from saelib.chapters import common, geometry, geometry_paper, grid
+from saelib.chapters import common, geometry, geometry_analysis, geometry_paper, grid
 from saelib.chapters.grid import FeatureSplit
 from saelib.groups import GroupConfig
 from saelib.stability import DEAD, INTERMEDIATE, STABLE, UNSTABLE
@@ -115,11 +115,11 @@ def test_stack_tables_cached_and_summarized(monkeypatch, _artifacts_in_tmp):
         "activations",
     }
     assert len(list((_artifacts_in_tmp / "geometry").glob("planted-*/result.pt"))) == 1  # one cached_result
-    real = geometry._stack_tables
-    monkeypatch.setattr(geometry, "_stack_tables", lambda *a: pytest.fail("recomputed cached tables"))
+    real = geometry_analysis._stack_tables  # where `stack_tables` looks it up
+    monkeypatch.setattr(geometry_analysis, "_stack_tables", lambda *a: pytest.fail("recomputed cached tables"))
     again = geometry.stack_tables(dirs, label, torch.eye(32), geo_cfg, name="planted")
     assert again["spans"].equals(tables["spans"]) and again["groups"].equals(tables["groups"])
-    monkeypatch.setattr(geometry, "_stack_tables", real)
+    monkeypatch.setattr(geometry_analysis, "_stack_tables", real)
     other = geometry.stack_tables(dirs, label.flip(1), torch.eye(32), geo_cfg, name="planted")  # new inputs: rebuilt
     assert not other["members"].equals(tables["members"])
     assert geometry.fixed_spec(tables) == "top-2" and geometry.fixed_spec(tables, fraction=1 / 8) == "top-4"
@@ -349,7 +349,7 @@ def test_run_on_a_tiny_grid_caches_every_point(tmp_path, monkeypatch, _artifacts
     assert s["n_points"] == 4 and s["d_in"] == 32 and s["n_seeds"] == 4
     assert {c.verdict for c in geometry.claims(s)} <= set(common.VERDICTS)
     # a second run reads every table, SAE and split from the cache
-    monkeypatch.setattr(geometry, "_stack_tables", lambda *a: pytest.fail("recomputed cached tables"))
+    monkeypatch.setattr(geometry_analysis, "_stack_tables", lambda *a: pytest.fail("recomputed cached tables"))
     monkeypatch.setattr(geometry_paper, "analyze", lambda *a, **k: pytest.fail("recomputed the paper's tables"))
     monkeypatch.setattr(train, "train_saes", lambda *a, **k: pytest.fail("retrained a cached grid point"))
     again = geometry.run(st)
