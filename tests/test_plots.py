@@ -192,3 +192,20 @@ def test_match_survival_curves_differ_by_line_style_not_only_colour():
     ax = pooling.plot_match_survival(samples, tau=0.7)
     styles = [line.get_linestyle() for line in ax.get_lines() if line.get_label() in samples]
     assert len(set(styles)) == len(styles) == 4
+
+
+def test_stripplot_jitter_is_reproducible_and_leaves_the_global_random_state_alone():
+    from saelib.plots.theme import stripplot
+
+    df = pd.DataFrame({"x": ["a"] * 20 + ["b"] * 20, "y": np.arange(40.0)})
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    offsets = []
+    for _ in range(2):
+        _, ax = plt.subplots()
+        stripplot(df, x="x", y="y", ax=ax, jitter=0.3)
+        offsets.append(np.concatenate([c.get_offsets() for c in ax.collections]))
+        plt.close(ax.figure)
+    np.testing.assert_array_equal(offsets[0], offsets[1])  # the same jitter in both figures
+    assert np.ptp(offsets[0][:20, 0]) > 0  # ... and there is jitter
+    np.testing.assert_array_equal(np.random.get_state()[1], before)  # the caller's random state untouched

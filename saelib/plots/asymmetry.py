@@ -13,7 +13,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 
-from saelib.plots.theme import LABEL_ORDER, PALETTE, axes_or_new
+from saelib.plots.theme import LABEL_ORDER, PALETTE, axes_or_new, stripplot
 
 
 def plot_cut_bars(table: pd.DataFrame, metric: str, ax: Axes | None = None, ylabel: str | None = None) -> Axes:
@@ -172,7 +172,7 @@ def plot_masking(per_seed: pd.DataFrame, metric: str, ratio: int = 4, ax: Axes |
     palette = {"the group": PALETTE["stable"], "count-matched random": "#bbbbbb", "mass-matched random": "#666666"}
     common = dict(x="cut", y=metric, hue="subset", order=order, hue_order=hue_order, ax=ax)
     sns.barplot(df, palette=palette, errorbar=None, **common)
-    sns.stripplot(df, palette={k: "k" for k in hue_order}, dodge=True, size=3.5, legend=False, **common)
+    stripplot(df, palette={k: "k" for k in hue_order}, dodge=True, size=3.5, legend=False, **common)
     ax.axhline(0, c="k", lw=0.6)
     ax.set(xlabel="", ylabel=ylabel or metric)
     ax.legend(fontsize="small", title=None, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 from matplotlib.axes import Axes
 from matplotlib.ticker import EngFormatter
 
-from saelib.plots.theme import PALETTE, axes_or_new
+from saelib.plots.theme import PALETTE, axes_or_new, stripplot
 
 
 def plot_training_curves(history: dict, ax: Axes | None = None) -> Axes:
@@ -32,7 +31,7 @@ def plot_max_cosine_to_truth(recovery: torch.Tensor, ax: Axes | None = None) -> 
     ax = axes_or_new(ax)
     r = recovery.detach().cpu().numpy()
     df = pd.DataFrame({"seed": np.repeat(np.arange(r.shape[0]), r.shape[1]), "max cosine": r.ravel()})
-    sns.stripplot(df, x="seed", y="max cosine", ax=ax, size=3, alpha=0.6, color=PALETTE["isolated"], jitter=0.3)
+    stripplot(df, x="seed", y="max cosine", ax=ax, size=3, alpha=0.6, color=PALETTE["isolated"], jitter=0.3)
     ax.axhline(0.9, ls="--", c="k", lw=0.8)
     ax.set(ylim=(min(0.5, float(r.min()) - 0.02), 1.01), ylabel="max cosine to a true isolated feature")
     return ax
@@ -42,7 +41,7 @@ def plot_principal_angles(groups: pd.DataFrame, random_angle_deg: float | None =
     """Largest principal angle between each seed's recovered span and the true subspace, per group."""
     ax = axes_or_new(ax)
     df = groups.dropna(subset=["max_angle_deg"])
-    sns.stripplot(df, x="group", y="max_angle_deg", hue="seed", ax=ax, dodge=True, size=5, palette="crest")
+    stripplot(df, x="group", y="max_angle_deg", hue="seed", ax=ax, dodge=True, size=5, palette="crest")
     if random_angle_deg is not None:
         ax.axhline(random_angle_deg, c=PALETTE["random"], ls="--", label="random subspace")
     ax.set(ylabel="largest principal angle to truth (deg)", ylim=(0, 92))

@@ -41,6 +41,17 @@ def set_theme() -> None:
     )
 
 
+def stripplot(*args, seed: int = 0, **kwargs) -> Axes:
+    """`seaborn.stripplot` with reproducible jitter: seaborn draws it from NumPy's global random state, which is set
+    to `seed` for the call and restored after, so that a re-executed chapter gives the same figure byte for byte."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        return sns.stripplot(*args, **kwargs)
+    finally:
+        np.random.set_state(state)
+
+
 def axes_or_new(ax: Axes | None, figsize=None) -> Axes:
     """`ax`, or the axes of a new figure."""
     return ax if ax is not None else plt.subplots(figsize=figsize)[1]
