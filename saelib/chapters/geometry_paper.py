@@ -1,5 +1,5 @@
 """Chapter 3, the paper's own geometry analyses on the reference SAEs (issue 14, items 4 and 5; arXiv 2606.12138 as
-reported by a secondary source, ../shared/PAPER.md):
+reported by a secondary source's reading of its body):
 
 - **Transfer of the top singular subspace** (`transfer_table`): for seed s's unstable latents, the top-r right
   singular subspace of their decoder rows; the share of seed t's unstable decoder energy it captures, for every r,

@@ -421,6 +421,19 @@ REF_KEYS = (
 """Columns of the grid table that `summary` gives for the reference point, as `ref_<column>`."""
 
 
+def sweep_summary(tau: pd.DataFrame, seeds: pd.DataFrame) -> dict[str, float]:
+    """The threshold and seed-count sweeps' numbers the page glues: mean stability at the lowest and highest tau,
+    and the label agreement with one comparison seed and with all but one."""
+    return {
+        "tau_lo": float(tau.threshold.iloc[0]),
+        "tau_hi": float(tau.threshold.iloc[-1]),
+        "stab_tau_lo": float(tau.mean_stability.iloc[0]),
+        "stab_tau_hi": float(tau.mean_stability.iloc[-1]),
+        "agree_one_ref": float(seeds.label_agreement.iloc[0]),
+        "agree_last_but_one": float(seeds.label_agreement.iloc[-2]) if len(seeds) > 1 else 1.0,
+    }
+
+
 def summary(result: StabilityResult) -> dict[str, float | int | str]:
     """Every number chapter 1's prose quotes and its claims compare (plain floats, ints and strings)."""
     g, table, entry = result.study.grid, result.table, result.reference
@@ -484,12 +497,7 @@ def summary(result: StabilityResult) -> dict[str, float | int | str]:
         **{f"shape_{k}": float(v) for k, v in result.shape.items()},
         "top_dim_share_min": float(top.min()),
         "top_dim_share_max": float(top.max()),
-        "tau_lo": float(tau.threshold.iloc[0]),
-        "tau_hi": float(tau.threshold.iloc[-1]),
-        "stab_tau_lo": float(tau.mean_stability.iloc[0]),
-        "stab_tau_hi": float(tau.mean_stability.iloc[-1]),
-        "agree_one_ref": float(seeds.label_agreement.iloc[0]),
-        "agree_last_but_one": float(seeds.label_agreement.iloc[-2]) if len(seeds) > 1 else 1.0,
+        **sweep_summary(tau, seeds),
         "freq_rho": float(result.frequency_rho),
         "freq_stable": float(freq.get("stable", nan)),
         "freq_unstable": float(freq.get("unstable", nan)),
